@@ -1,5 +1,29 @@
-"""lightly-siamese-ext: Siamese-network training for Lightly users."""
+"""lightly-siamese-ext: Siamese-network training for Lightly users.
+
+Importing the package registers the CIFAR-stem ResNets (``resnet18_cifar``, ``resnet34_cifar``, ``resnet50_cifar``)
+in timm's model registry.
+"""
+
+from lightly_siamese_ext.backbones import CIFAR10_MEAN, CIFAR10_STD, CifarResNet, create_backbone, feature_dim_of
+from lightly_siamese_ext.heads import EmbeddingHead, SimSiamPredictionHead, SimSiamProjectionHead
+from lightly_siamese_ext.models import SiameseNetwork, SimSiam, SimSiamOutput, simsiam_loss
+from lightly_siamese_ext.optim import CosineWarmupScheduler
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CifarResNet",
+    "CosineWarmupScheduler",
+    "EmbeddingHead",
+    "SiameseNetwork",
+    "SimSiam",
+    "SimSiamOutput",
+    "SimSiamPredictionHead",
+    "SimSiamProjectionHead",
+    "__version__",
+    "create_backbone",
+    "feature_dim_of",
+    "simsiam_loss",
+]
