@@ -35,6 +35,7 @@ class BenchRow:
     median_s: float
     peak_bytes: Optional[int]
     extra: dict
+    compare_to: Optional[str] = None  # an ours-only row compares with the reference row of this case
 
 
 ROWS: List[BenchRow] = []
@@ -99,12 +100,15 @@ def run_benchmark(
     rounds: int = 5,
     warmup_rounds: int = 1,
     measure_memory: bool = False,
+    compare_to: Optional[str] = None,
     **extra: Any,
 ) -> BenchRow:
     """Time ``fn`` (synchronising CUDA after each call) and record a summary row.
 
     ``items`` is how many images / embeddings / pairs one call processes; the
-    throughput is ``items / median time``. With ``--benchmark-disable`` the
+    throughput is ``items / median time``. ``compare_to`` names another case of
+    the same area whose reference row this (ours) row is compared with, so one
+    reference run can serve several of our configurations. With ``--benchmark-disable`` the
     function runs once (a smoke check) and the throughput is NaN.
     """
     if impl not in ("ours", "reference"):
@@ -130,6 +134,7 @@ def run_benchmark(
         median_s=median,
         peak_bytes=peak,
         extra=dict(extra),
+        compare_to=compare_to,
     )
     benchmark.group = f"{area}: {case}"
     benchmark.extra_info.update(

@@ -62,18 +62,38 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x"
 
 
+def _notes(row: BenchRow) -> str:
+    parts = []
+    for key, value in row.extra.items():
+        if value is None:
+            continue
+        if key == "flops_per_image":
+            parts.append(f"{value / 1e9:.2f} GFLOP/img")
+        elif key == "mfu":
+            parts.append(f"MFU {100 * value:.1f}%")
+        elif isinstance(value, float):
+            parts.append(f"{key}={value:.3g}")
+        else:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts)
+
+
 def summary_lines() -> List[str]:
     pairs: "OrderedDict[tuple, dict]" = OrderedDict()
     for row in ROWS:
         pairs.setdefault((row.area, row.case), {})[row.impl] = row
     lines = [
-        "| area | case | unit | ours | reference | speed ratio ours/ref | ours peak mem | ref peak mem | mem ratio ours/ref |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| area | case | unit | ours | reference | speed ratio ours/ref | ours peak mem | ref peak mem "
+        "| mem ratio ours/ref | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (area, case), by_impl in pairs.items():
         ours: Optional[BenchRow] = by_impl.get("ours")
         ref: Optional[BenchRow] = by_impl.get("reference")
+        if ref is None and ours is not None and ours.compare_to:
+            ref = pairs.get((area, ours.compare_to), {}).get("reference")
         any_row = ours or ref
+        assert any_row is not None
         ref_name = (ref.reference or "reference") if ref else (ours.reference if ours else "")
         mem_ratio = "-"
         if ours and ref and ours.peak_bytes and ref.peak_bytes:
@@ -84,7 +104,7 @@ def summary_lines() -> List[str]:
             f"| {_fmt_rate(ref.items_per_s) + ' (' + ref_name + ')' if ref else '-'} "
             f"| {_ratio(ours.items_per_s, ref.items_per_s) if ours and ref else '-'} "
             f"| {_fmt_mem(ours.peak_bytes) if ours else '-'} "
-            f"| {_fmt_mem(ref.peak_bytes) if ref else '-'} | {mem_ratio} |"
+            f"| {_fmt_mem(ref.peak_bytes) if ref else '-'} | {mem_ratio} | {_notes(ours or ref)} |"
         )
     return lines
 

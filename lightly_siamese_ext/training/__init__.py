@@ -1,0 +1,24 @@
+"""Training utilities shared by the recipes and benchmarks: the SimSiam step, checkpoints, metrics, FLOPs/MFU."""
+
+from lightly_siamese_ext.training.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from lightly_siamese_ext.training.flops import count_flops, model_flops_utilization, peak_flops_per_second
+from lightly_siamese_ext.training.metrics_log import MetricsLog
+from lightly_siamese_ext.training.step import autocast_context, simsiam_train_step
+
+__all__ = [
+    "MetricsLog",
+    "autocast_context",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+    "count_flops",
+    "model_flops_utilization",
+    "peak_flops_per_second",
+    "simsiam_train_step",
+]

@@ -1,0 +1,105 @@
+"""Checkpoints that resume a run exactly: model, optimizer, scheduler, epoch and every random state.
+
+Everything is stored as tensors, numbers, strings, lists and dicts, so ``torch.load(path, weights_only=True)``
+reads it (no pickled code is executed when a checkpoint is loaded).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def capture_rng_state(generators: Optional[Mapping[str, torch.Generator]] = None) -> Dict[str, Any]:
+    """The global RNGs (python, numpy, torch CPU and CUDA) and the named ``generators``, in weights_only form."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: Dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": {name: gen.get_state() for name, gen in (generators or {}).items()},
+    }
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any], generators: Optional[Mapping[str, torch.Generator]] = None) -> None:
+    """Inverse of :func:`capture_rng_state`. Named generators missing from the state raise ``KeyError``."""
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, gen in (generators or {}).items():
+        gen.set_state(state["generators"][name])
+
+
+def save_checkpoint(
+    path: PathLike,
+    *,
+    model: nn.Module,
+    epoch: int,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Optional[Any] = None,
+    generators: Optional[Mapping[str, torch.Generator]] = None,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Writes a checkpoint atomically (temporary file + rename: a killed run never leaves a torn file).
+
+    ``epoch`` is the number of finished epochs; ``extra`` holds plain metadata (arguments, metrics).
+    ``model`` may be wrapped in DDP or ``torch.compile``: the unwrapped module's state is saved.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "epoch": int(epoch),
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": capture_rng_state(generators),
+        "extra": dict(extra or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(
+    path: PathLike,
+    *,
+    model: nn.Module,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Optional[Any] = None,
+    generators: Optional[Mapping[str, torch.Generator]] = None,
+    restore_rng: bool = True,
+    map_location: Union[str, torch.device, None] = "cpu",
+) -> Dict[str, Any]:
+    """Restores what :func:`save_checkpoint` wrote (with ``weights_only=True``) and returns the payload."""
+    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    _unwrap(model).load_state_dict(payload["model"])
+    if optimizer is not None and payload["optimizer"] is not None:
+        optimizer.load_state_dict(payload["optimizer"])
+    if scheduler is not None and payload["scheduler"] is not None:
+        scheduler.load_state_dict(payload["scheduler"])
+    if restore_rng:
+        restore_rng_state(payload["rng"], generators)
+    return payload
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DistributedDataParallel

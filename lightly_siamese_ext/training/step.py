@@ -1,0 +1,42 @@
+"""One SimSiam optimisation step, shared by the recipes and the benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager, Optional
+
+import torch
+from torch import Tensor
+
+from lightly_siamese_ext.models.simsiam import SimSiam, simsiam_loss
+
+__all__ = ["autocast_context", "simsiam_train_step"]
+
+
+def autocast_context(device: torch.device, amp_dtype: Optional[torch.dtype]) -> ContextManager[object]:
+    """``torch.autocast`` for ``device`` with ``amp_dtype`` (e.g. torch.bfloat16), or a no-op when it is None."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def simsiam_train_step(
+    model: SimSiam,
+    x0: Tensor,
+    x1: Tensor,
+    optimizer: torch.optim.Optimizer,
+    amp_dtype: Optional[torch.dtype] = None,
+) -> Tensor:
+    """Forward both views (B, C, H, W), symmetric loss in float32, backward and ``optimizer.step()``.
+
+    Returns the loss as a detached 0-d tensor on the model's device (no host sync: call ``.item()`` only when
+    logging). bf16 autocast needs no gradient scaler; fp16 is not supported here for that reason.
+    """
+    if amp_dtype not in (None, torch.bfloat16, torch.float32):
+        raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float32, got {amp_dtype}")
+    with autocast_context(x0.device, amp_dtype):
+        loss = simsiam_loss(model(x0, x1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
