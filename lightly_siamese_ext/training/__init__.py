@@ -6,6 +6,7 @@ from lightly_siamese_ext.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from lightly_siamese_ext.training.distributed import launch
 from lightly_siamese_ext.training.flops import count_flops, model_flops_utilization, peak_flops_per_second
 from lightly_siamese_ext.training.metrics_log import MetricsLog
 from lightly_siamese_ext.training.step import autocast_context, simsiam_train_step
@@ -18,6 +19,7 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "count_flops",
+    "launch",
     "model_flops_utilization",
     "peak_flops_per_second",
     "simsiam_train_step",

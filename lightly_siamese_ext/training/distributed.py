@@ -1,0 +1,64 @@
+"""Multi-process training without a framework: spawn N workers (or join a ``torchrun`` launch) with
+``torch.distributed`` initialised: gloo on CPU, NCCL on CUDA (one GPU per rank)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+__all__ = ["default_backend", "find_free_port", "launch", "launched_by_torchrun"]
+
+Worker = Callable[..., Any]
+
+
+def find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def default_backend(device_type: str) -> str:
+    return "nccl" if device_type == "cuda" else "gloo"
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+
+
+def launch(fn: Worker, world_size: int, args: Tuple[Any, ...] = (), backend: Optional[str] = None) -> None:
+    """Runs ``fn(rank, world_size, *args)`` on ``world_size`` ranks with a process group set up.
+
+    - ``world_size == 1`` and no ``torchrun``: runs in this process, without a process group.
+    - Under ``torchrun``: joins its process group (``world_size`` must match ``WORLD_SIZE``).
+    - Otherwise: spawns ``world_size`` processes on this machine (``fn`` and ``args`` must be picklable).
+    ``backend`` defaults to NCCL when CUDA is available, else gloo.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    backend = backend or default_backend("cuda" if torch.cuda.is_available() else "cpu")
+    if launched_by_torchrun():
+        env_world = int(os.environ["WORLD_SIZE"])
+        if env_world != world_size:
+            raise ValueError(f"world_size={world_size} but torchrun started WORLD_SIZE={env_world} processes")
+        _run_rank(int(os.environ["RANK"]), world_size, backend, fn, args, init_method="env://")
+        return
+    if world_size == 1:
+        fn(0, 1, *args)
+        return
+    init_method = f"tcp://127.0.0.1:{find_free_port()}"
+    mp.spawn(_run_rank, args=(world_size, backend, fn, args, init_method), nprocs=world_size, join=True)
+
+
+def _run_rank(rank: int, world_size: int, backend: str, fn: Worker, args: Tuple[Any, ...], init_method: str) -> None:
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
+    try:
+        fn(rank, world_size, *args)
+    finally:
+        dist.destroy_process_group()
