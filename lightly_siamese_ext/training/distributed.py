@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["default_backend", "find_free_port", "launch", "launched_by_torchrun"]
+__all__ = ["default_backend", "find_free_port", "launch", "launched_by_torchrun", "ranks_agree"]
 
 Worker = Callable[..., Any]
 
@@ -62,3 +62,21 @@ def _run_rank(rank: int, world_size: int, backend: str, fn: Worker, args: Tuple[
         fn(rank, world_size, *args)
     finally:
         dist.destroy_process_group()
+
+
+@torch.no_grad()
+def ranks_agree(module: torch.nn.Module, atol: float = 0.0) -> bool:
+    """True when every rank holds the same parameters and buffers as rank 0 (a DDP sanity check).
+
+    Broadcasts rank 0's flattened state (one tensor) and compares it on every rank; the verdict is all-reduced, so
+    all ranks return the same answer. Without a process group it is trivially True.
+    """
+    if not dist.is_initialized():
+        return True
+    tensors = [t.detach().float().flatten() for t in module.state_dict().values() if t.is_floating_point()]
+    local = torch.cat(tensors)
+    reference = local.clone()
+    dist.broadcast(reference, src=0)
+    mismatch = torch.tensor([float(not torch.allclose(local, reference, rtol=0.0, atol=atol))], device=local.device)
+    dist.all_reduce(mismatch)
+    return bool(mismatch.item() == 0)

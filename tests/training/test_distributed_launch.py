@@ -3,12 +3,18 @@ import torch.distributed as dist
 from lightly.utils import dist as lightly_dist
 
 from lightly_siamese_ext.training import launch
+from lightly_siamese_ext.training.distributed import ranks_agree
 
 
 def _all_reduce_rank(rank: int, world_size: int, out_dir: str) -> None:
     value = torch.tensor([float(rank + 1)])
     dist.all_reduce(value)
     assert lightly_dist.world_size() == world_size and lightly_dist.rank() == rank
+    torch.manual_seed(0)
+    same = torch.nn.Linear(3, 2)
+    differs = torch.nn.Linear(3, 2)
+    torch.nn.init.constant_(differs.weight, float(rank))
+    assert ranks_agree(same) and not ranks_agree(differs)
     torch.save(value, f"{out_dir}/rank{rank}.pt")
 
 

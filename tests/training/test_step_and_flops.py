@@ -17,11 +17,14 @@ def test_train_step_equals_the_manual_step() -> None:
     x0, x1 = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
     opt_a = torch.optim.SGD(a.parameters(), lr=0.1)
     opt_b = torch.optim.SGD(b.parameters(), lr=0.1)
-    loss = simsiam_train_step(a, x0, x1, opt_a)
-    manual = simsiam_loss(b(x0, x1))
+    loss, out = simsiam_train_step(a, x0, x1, opt_a)
+    expected_out = b(x0, x1)
+    manual = simsiam_loss(expected_out)
     manual.backward()
     opt_b.step()
-    assert loss.grad_fn is None
+    assert loss.grad_fn is None and all(t.grad_fn is None for t in out)
+    for got, expected in zip(out, expected_out):
+        torch.testing.assert_close(got, expected.detach())
     torch.testing.assert_close(loss, manual.detach())
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb)
