@@ -42,8 +42,10 @@ def paired_distances(x: Tensor, y: Tensor, distance: str = "euclidean") -> Tenso
     check_same_shape((check_embeddings(x, "x"), check_embeddings(y, "y")), ("x", "y"))
     if distance == "cosine":
         return (1.0 - F.cosine_similarity(x, y, dim=1, eps=1e-8)).clamp(0.0, 2.0)
-    squared = (x - y).pow(2).sum(dim=1)
-    return squared if distance == "squared_euclidean" else safe_sqrt(squared)
+    difference = x - y
+    if distance == "squared_euclidean":
+        return difference.square().sum(dim=1)
+    return torch.linalg.vector_norm(difference, dim=1)  # its gradient at 0 is 0
 
 
 def pairwise_distances(x: Tensor, y: Optional[Tensor] = None, distance: str = "euclidean") -> Tensor:
@@ -61,7 +63,7 @@ def pairwise_distances(x: Tensor, y: Optional[Tensor] = None, distance: str = "e
         yn = xn if y is None else F.normalize(y, dim=1, eps=_NORM_EPS)
         dist = (1.0 - xn @ yn.T).clamp(0.0, 2.0)
     else:
-        center = x.detach().mean(dim=0)
+        center = x.detach().mean(dim=0)  # any common shift leaves the distances unchanged
         xc = x - center
         yc = xc if y is None else y - center
         dist = _squared_from_gram(xc, yc)
@@ -70,6 +72,42 @@ def pairwise_distances(x: Tensor, y: Optional[Tensor] = None, distance: str = "e
     if same:
         dist = dist.masked_fill(torch.eye(x.shape[0], dtype=torch.bool, device=x.device), 0.0)
     return dist
+
+
+def distances_to_rows(x: Tensor, partners: Tensor, distance: str) -> Tensor:
+    """Distances (K, B) from each row ``x[i]`` of ``x`` (B, D) to the rows ``x[partners[k, i]]``, exact (from the
+    differences) and differentiable with respect to ``x``.
+
+    A fused autograd function: the backward pass is one scaled copy of the differences and one ``index_add_``,
+    O(K B D), instead of autograd's chain through the gather, the subtraction and the norm. Cosine distances are
+    half the squared distances of the unit vectors.
+    """
+    if distance == "cosine":
+        return 0.5 * _DistancesToRows.apply(F.normalize(x, dim=1, eps=_NORM_EPS), partners, True)
+    return _DistancesToRows.apply(x, partners, distance == "squared_euclidean")
+
+
+class _DistancesToRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, partners: Tensor, squared: bool) -> Tensor:  # type: ignore[override]
+        difference = x.unsqueeze(0) - x.index_select(0, partners.flatten()).view(*partners.shape, x.shape[1])
+        distances = difference.square().sum(dim=-1) if squared else torch.linalg.vector_norm(difference, dim=-1)
+        ctx.save_for_backward(difference, distances, partners)
+        ctx.squared = squared
+        return distances
+
+    @staticmethod
+    def backward(ctx: Any, grad_distances: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        difference, distances, partners = ctx.saved_tensors
+        if ctx.squared:
+            scale = 2.0 * grad_distances
+        else:
+            # d |x_i - x_j| / d x_i = (x_i - x_j) / |x_i - x_j|, and 0 at 0.
+            scale = torch.where(distances > 0, grad_distances / distances, 0.0)
+        scaled = difference * scale.unsqueeze(-1)
+        grad = scaled.sum(dim=0)
+        grad.index_add_(0, partners.flatten(), scaled.view(-1, scaled.shape[-1]), alpha=-1.0)
+        return grad, None, None
 
 
 #: Bound on the absolute values that :func:`add_ordering_scores_` adds.

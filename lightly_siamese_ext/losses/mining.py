@@ -10,9 +10,9 @@ Definitions, for an anchor ``a``, a positive ``p`` (same label, ``p != a``) and 
 
 The public functions return index tensors ``(anchor, positive, negative)``, each (T,) int64, sorted by anchor,
 then positive, then negative. Their output holds one entry per triplet; they never form a (B, B, B) tensor but
-work through the positive pairs in chunks of at most ``CHUNK_ELEMENTS`` elements.
-The private helpers are what :class:`~lightly_siamese_ext.losses.TripletLoss` uses: they return fixed-size
-tensors (no host sync) instead of variable-length index lists.
+work through the positive pairs in chunks of at most :data:`CHUNK_ELEMENTS` (pair, candidate) elements.
+The other functions are the building blocks that :class:`~lightly_siamese_ext.losses.TripletLoss` uses without
+listing triplets.
 
 - Schroff et al., FaceNet, 2015, https://arxiv.org/abs/1503.03832
 - Hermans et al., In Defense of the Triplet Loss for Person Re-Identification, 2017, https://arxiv.org/abs/1703.07737
@@ -32,7 +32,7 @@ __all__ = ["CHUNK_ELEMENTS", "MINING", "mine_batch_all", "mine_batch_hard", "min
 MINING = ("batch_all", "batch_hard", "semi_hard")
 
 #: Largest number of (positive pair, candidate) elements handled at once by the chunked loops.
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 21
 
 Triplets = Tuple[Tensor, Tensor, Tensor]
 # (anchor (P,), positive (P,), negative mask of those rows (P, B)) -> selected negatives (P, B)
@@ -52,7 +52,8 @@ def mine_batch_hard(distances: Tensor, labels: Tensor) -> Triplets:
     _check_matrix(distances, labels)
     with torch.no_grad():
         bound = float(distances.abs().max()) if distances.numel() else 1.0
-        positive, negative, valid = hardest_pairs(distances + label_offsets(labels, bound, distances.dtype), bound)
+        shifted = label_offsets(labels, bound, distances.dtype).add_(distances)
+        positive, negative, valid = hardest_pairs(shifted, bound)
         anchor = torch.arange(labels.shape[0], device=labels.device)
         return anchor[valid], positive[valid], negative[valid]
 
@@ -101,7 +102,7 @@ def label_offsets(labels: Tensor, bound: float, dtype: torch.dtype) -> Tensor:
     """(B, B): ``-(4 bound + 1)`` where labels differ, 0 where they agree, to add to distance scores bounded by
     ``bound``. Made with float arithmetic on compact class codes: several times faster on the CPU than a bool mask
     and its conversion."""
-    codes = compact_labels(labels).to(dtype)
+    codes = compact_labels(labels).to(torch.promote_types(dtype, torch.float32))  # exact below 2^24 classes
     return (codes.unsqueeze(1) - codes.unsqueeze(0)).abs_().clamp_(max=1.0).mul_(-(4.0 * bound + 1.0))
 
 

@@ -21,6 +21,7 @@ from lightly_siamese_ext.losses.distances import (
     ORDERING_SCORE_BOUND,
     DistanceMatrix,
     add_ordering_scores_,
+    distances_to_rows,
     paired_distances,
 )
 from lightly_siamese_ext.losses.mining import (
@@ -52,7 +53,7 @@ class TripletLoss(nn.Module):
       For ``batch_all`` and ``semi_hard`` no (B, B, B) tensor is formed: the P positive pairs (P = B (K - 1) with
       K samples per class) are processed in chunks of at most
       :data:`~lightly_siamese_ext.losses.mining.CHUNK_ELEMENTS` (pair, negative) elements, so time is O(P B)
-      and memory is a few B x B matrices plus a few chunks (16 MiB each in float32), whatever B. Listing the
+      and memory is a few B x B matrices plus a few chunks (8 MiB each in float32), whatever B. Listing the
       positive pairs is one host sync on CUDA. The backward pass is two (B, B) x (B, D) matrix products.
 
     Reduction: ``"mean"`` divides the summed loss by the number of mined triplets (``mean_over="valid"``: all of
@@ -169,9 +170,8 @@ class TripletLoss(nn.Module):
         add_ordering_scores_(shifted, embeddings, self.distance)
         positive, negative, valid = hardest_pairs(shifted, ORDERING_SCORE_BOUND)
         # Only the 2B chosen pairs are differentiated: O(B D) work in the backward pass.
-        chosen = torch.index_select(embeddings, 0, torch.cat((positive, negative)))
-        to_chosen = paired_distances(embeddings.repeat(2, 1), chosen, self.distance)
-        losses = self._terms(to_chosen[: len(positive)] - to_chosen[len(positive) :])
+        to_chosen = distances_to_rows(embeddings, torch.stack((positive, negative)), self.distance)
+        losses = self._terms(to_chosen[0] - to_chosen[1])
         losses = torch.where(valid, losses, 0.0)
         count = (losses > 0) if self.mean_over == "active" else valid
         return losses, count.sum()

@@ -1,24 +1,12 @@
 import pytest
 import torch
-import torch.nn.functional as F
-from _loss_oracles import contrastive_pair_losses
-from _loss_oracles import distance as brute_distance
+from _loss_testing import contrastive_pair_losses
+from _loss_testing import distance as brute_distance
+from _loss_testing import labelled_batch as _batch
+from _loss_testing import normalised_batch
+from _loss_testing import value_and_grad
 
 from lightly_siamese_ext.losses import ContrastiveLoss
-
-
-def _batch(batch_size=10, dim=5, classes=3, seed=0, dtype=torch.float64):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, dim, generator=generator, dtype=dtype)
-    labels = torch.randint(0, classes, (batch_size,), generator=generator)
-    return x, labels
-
-
-def _value_and_grad(fn, x, upstream=None):
-    x = x.clone().requires_grad_()
-    loss = fn(x)
-    (grad,) = torch.autograd.grad(loss if upstream is None else (loss * upstream).sum(), x)
-    return loss.detach(), grad
 
 
 @pytest.mark.parametrize("distance, margin", [("euclidean", 3.0), ("cosine", 0.9)])
@@ -27,13 +15,13 @@ def test_all_pairs_loss_and_gradient_match_brute_force(distance, margin, reducti
     x, labels = _batch(seed=1)
     loss_fn = ContrastiveLoss(margin, distance, reduction)
     upstream = torch.rand(45, dtype=x.dtype) if reduction == "none" else None
-    ours, grad = _value_and_grad(lambda x_: loss_fn(x_, labels), x, upstream)
+    ours, grad = value_and_grad(lambda x_: loss_fn(x_, labels), x, upstream)
 
     def reference(x_):
         losses = contrastive_pair_losses(x_, labels, distance, margin)
         return {"mean": losses.mean(), "sum": losses.sum(), "none": losses}[reduction]
 
-    ref, ref_grad = _value_and_grad(reference, x, upstream)
+    ref, ref_grad = value_and_grad(reference, x, upstream)
     assert ours.shape == ref.shape and ours.dtype == torch.float64
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-8, atol=1e-10)
@@ -56,7 +44,7 @@ def test_pair_form_matches_the_formula(distance, reduction) -> None:
     y = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0])
     margin = 2.5 if distance == "euclidean" else 0.8
     upstream = torch.rand(8, dtype=x.dtype) if reduction == "none" else None
-    ours, grad = _value_and_grad(lambda a: ContrastiveLoss(margin, distance, reduction)(a, x1, y), x0, upstream)
+    ours, grad = value_and_grad(lambda a: ContrastiveLoss(margin, distance, reduction)(a, x1, y), x0, upstream)
 
     def reference(a):
         losses = []
@@ -66,7 +54,7 @@ def test_pair_form_matches_the_formula(distance, reduction) -> None:
         losses = torch.stack(losses)
         return {"mean": losses.mean(), "sum": losses.sum(), "none": losses}[reduction]
 
-    ref, ref_grad = _value_and_grad(reference, x0, upstream)
+    ref, ref_grad = value_and_grad(reference, x0, upstream)
     torch.testing.assert_close(ours, ref)
     torch.testing.assert_close(grad, ref_grad)
 
@@ -121,9 +109,7 @@ def test_far_from_the_origin_the_all_pairs_loss_keeps_float32_precision() -> Non
 
 
 def test_under_bfloat16_autocast_the_loss_is_float32() -> None:
-    generator = torch.Generator().manual_seed(5)
-    x = F.normalize(torch.randn(32, 16, generator=generator), dim=1)
-    labels = torch.randint(0, 4, (32,), generator=generator)
+    x, labels = normalised_batch(batch_size=32, seed=5)
     loss_fn = ContrastiveLoss(1.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ours = loss_fn(x, labels)

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from _loss_oracles import distance as brute_distance
+from _loss_testing import distance as brute_distance
 
 from lightly_siamese_ext.losses import DISTANCES, DistanceMatrix, paired_distances, pairwise_distances, safe_sqrt
 
@@ -17,16 +17,34 @@ def test_safe_sqrt_is_the_square_root_with_a_zero_gradient_at_and_below_zero() -
     assert x.grad.tolist() == [0.25, 1.0, 0.0, 0.0]
 
 
+def _brute_matrix(x, y, distance):
+    return torch.stack([torch.stack([brute_distance(a, b, distance) for b in y]) for a in x])
+
+
+def _value_and_grads(fn, *tensors):
+    tensors = [t.clone().requires_grad_() for t in tensors]
+    out = fn(*tensors)
+    weights = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).view(out.shape)
+    return (out.detach(), *torch.autograd.grad((out * weights).sum(), tensors))
+
+
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_paired_and_pairwise_distances_match_brute_force(distance) -> None:
+def test_paired_and_pairwise_distances_and_gradients_match_brute_force(distance) -> None:
     x, y = _points(seed=1), _points(n=5, seed=2)
-    paired = paired_distances(x[:5], y, distance)
-    torch.testing.assert_close(paired, torch.stack([brute_distance(x[i], y[i], distance) for i in range(5)]))
-    cross = pairwise_distances(x, y, distance)
-    torch.testing.assert_close(cross, torch.stack([torch.stack([brute_distance(a, b, distance) for b in y]) for a in x]))
+    for ours, reference in [
+        (lambda a, b: paired_distances(a[:5], b, distance), lambda a, b: torch.stack(
+            [brute_distance(a[i], b[i], distance) for i in range(5)])),
+        (lambda a, b: pairwise_distances(a, b, distance), lambda a, b: _brute_matrix(a, b, distance)),
+    ]:
+        for got, expected in zip(_value_and_grads(ours, x, y), _value_and_grads(reference, x, y)):
+            torch.testing.assert_close(got, expected)
     square = pairwise_distances(x, distance=distance)
     assert torch.equal(square.diagonal(), torch.zeros(7, dtype=x.dtype))
-    torch.testing.assert_close(square, torch.stack([torch.stack([brute_distance(a, b, distance) for b in x]) for a in x]))
+    for got, expected in zip(
+        _value_and_grads(lambda a: pairwise_distances(a, distance=distance), x),
+        _value_and_grads(lambda a: _brute_matrix(a, a, distance), x),
+    ):
+        torch.testing.assert_close(got, expected)
     torch.testing.assert_close(DistanceMatrix(x, distance).values, square)
 
 

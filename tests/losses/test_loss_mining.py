@@ -1,7 +1,6 @@
 import pytest
 import torch
-import torch.nn.functional as F
-from _loss_oracles import as_set, distance_table, triplets
+from _loss_testing import as_set, distance_table, normalised_batch, triplets
 
 from lightly_siamese_ext.losses import mine_batch_all, mine_batch_hard, mine_semi_hard, mining, pairwise_distances
 
@@ -62,9 +61,7 @@ pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
 
 
 def test_semi_hard_matches_pml_semihard_miner() -> None:
-    generator = torch.Generator().manual_seed(3)
-    x = F.normalize(torch.randn(48, 8, generator=generator), dim=1)
-    labels = torch.randint(0, 6, (48,), generator=generator)
+    x, labels = normalised_batch(batch_size=48, dim=8, seed=3)
     ours = as_set(mine_semi_hard(pairwise_distances(x), labels, 0.2))
     theirs = pml_miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")(x, labels)
     # PML's window is d(a,n) - d(a,p) in (0, margin]: the same up to ties at the upper edge, which cost 0.

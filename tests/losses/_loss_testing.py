@@ -1,13 +1,37 @@
-"""Brute-force references for the loss tests: Python loops over pairs and triplets, one scalar at a time, with
-the textbook formulas. Slow, obviously right, and independent of the vectorised code under test."""
+"""Shared by the loss tests: random batches, value-and-gradient, and brute-force references (Python loops over
+pairs and triplets, one scalar at a time, with the textbook formulas: slow, obviously right, and independent of
+the vectorised code under test)."""
 
 from __future__ import annotations
 
 import itertools
-from typing import List, Set, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+
+def labelled_batch(batch_size=10, dim=5, classes=3, seed=0, dtype=torch.float64) -> Tuple[Tensor, Tensor]:
+    """Gaussian embeddings (B, D) and random labels (B,) from ``classes`` classes."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, dim, generator=generator, dtype=dtype)
+    return x, torch.randint(0, classes, (batch_size,), generator=generator)
+
+
+def normalised_batch(batch_size=64, dim=16, per_class=8, seed=0) -> Tuple[Tensor, Tensor]:
+    """L2-normalised float32 embeddings with ``per_class`` samples per class, labels shuffled (the benchmark's)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(batch_size, dim, generator=generator), dim=1)
+    return x, (torch.arange(batch_size) // per_class)[torch.randperm(batch_size, generator=generator)]
+
+
+def value_and_grad(fn: Callable[[Tensor], Tensor], x: Tensor, upstream: Optional[Tensor] = None):
+    """``fn(x)`` (detached) and the gradient of ``sum(fn(x) * upstream)`` (default: of ``sum(fn(x))``) w.r.t. x."""
+    x = x.clone().requires_grad_()
+    out = fn(x)
+    (grad,) = torch.autograd.grad((out if upstream is None else out * upstream).sum(), x)
+    return out.detach(), grad
 
 
 def distance(a: Tensor, b: Tensor, kind: str) -> Tensor:
