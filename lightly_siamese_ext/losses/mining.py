@@ -20,7 +20,7 @@ listing triplets.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -52,7 +52,7 @@ def mine_batch_hard(distances: Tensor, labels: Tensor) -> Triplets:
     _check_matrix(distances, labels)
     with torch.no_grad():
         bound = float(distances.abs().max()) if distances.numel() else 1.0
-        shifted = label_offsets(labels, bound, distances.dtype).add_(distances)
+        shifted = different_labels(labels, distances.dtype).mul_(-(4.0 * bound + 1.0)).add_(distances)
         positive, negative, valid = hardest_pairs(shifted, bound)
         anchor = torch.arange(labels.shape[0], device=labels.device)
         return anchor[valid], positive[valid], negative[valid]
@@ -74,8 +74,7 @@ def mine_semi_hard(distances: Tensor, labels: Tensor, margin: float) -> Triplets
     with torch.no_grad():
         return _expand_positive_pairs(
             labels,
-            lambda a, p, negatives: negatives
-            & semi_hard_window(distances[a], distances[a, p].unsqueeze(1), margin, torch.bool),
+            lambda a, p, negatives: negatives & semi_hard_window(distances[a], distances[a, p].unsqueeze(1), margin),
         )
 
 
@@ -98,19 +97,18 @@ def same_label_mask(labels: Tensor) -> Tensor:
     return labels.unsqueeze(1) == labels.unsqueeze(0)
 
 
-def label_offsets(labels: Tensor, bound: float, dtype: torch.dtype) -> Tensor:
-    """(B, B): ``-(4 bound + 1)`` where labels differ, 0 where they agree, to add to distance scores bounded by
-    ``bound``. Made with float arithmetic on compact class codes: several times faster on the CPU than a bool mask
-    and its conversion."""
+def different_labels(labels: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B, B) floats: 1 where ``labels[i] != labels[j]``, else 0. Float arithmetic on compact class codes: several
+    times faster on the CPU than a bool mask and its conversion."""
     codes = compact_labels(labels).to(torch.promote_types(dtype, torch.float32))  # exact below 2^24 classes
-    return (codes.unsqueeze(1) - codes.unsqueeze(0)).abs_().clamp_(max=1.0).mul_(-(4.0 * bound + 1.0))
+    return (codes.unsqueeze(1) - codes.unsqueeze(0)).abs_().clamp_(max=1.0)
 
 
 def hardest_pairs(shifted: Tensor, bound: float) -> Tuple[Tensor, Tensor, Tensor]:
     """Per anchor: index of the farthest positive, of the closest negative, and whether both exist; each (B,).
 
-    ``shifted`` is ``scores + label_offsets(labels, bound)`` for (B, B) ``scores`` that increase with the distance
-    within each row and are bounded by ``bound`` in absolute value; it is **overwritten**. With the negatives
+    ``shifted`` is ``scores - (4 bound + 1) * different_labels(labels)`` for (B, B) ``scores`` that increase with
+    the distance within each row and are bounded by ``bound`` in absolute value; it is **overwritten**. With the negatives
     pushed below every positive and the diagonal parked between the two, one matrix serves both searches: a row's
     maximum is its farthest positive (or the diagonal if it has none), its minimum its closest negative (or the
     diagonal if it has none).
@@ -131,34 +129,55 @@ def compact_labels(labels: Tensor) -> Tensor:
     return torch.empty_like(starts).scatter_(0, order, starts.cumsum(0).sub_(1))
 
 
-def semi_hard_window(to_negatives: Tensor, to_positive: Tensor, margin: float, dtype: torch.dtype) -> Tensor:
+def class_sizes(labels: Tensor) -> Tensor:
+    """(B,) int64: how many samples of the batch share each sample's label (itself included). O(B log B)."""
+    sorted_labels = labels.sort().values
+    return torch.searchsorted(sorted_labels, labels, right=True) - torch.searchsorted(sorted_labels, labels)
+
+
+def positive_pairs(labels: Tensor) -> Tuple[Tensor, Tensor]:
+    """All ordered pairs ``(anchor, positive)`` with equal labels and ``anchor != positive``, each (P,), grouped
+    by class. O(P + B log B) from the sorted labels, without a B x B mask; sizing the output is one host sync on
+    CUDA."""
+    order = labels.argsort(stable=True)
+    sorted_labels = labels[order]
+    first = torch.searchsorted(sorted_labels, sorted_labels)  # start of each sorted sample's class run
+    partners = torch.searchsorted(sorted_labels, sorted_labels, right=True) - first - 1
+    anchor = torch.repeat_interleave(torch.arange(len(labels), device=labels.device), partners)
+    run_starts = torch.cumsum(partners, 0) - partners
+    partner = first[anchor] + torch.arange(len(anchor), device=labels.device) - run_starts[anchor]
+    partner += partner >= anchor  # skip the anchor itself
+    return order[anchor], order[partner]
+
+
+def pairs_per_chunk(row_length: int) -> int:
+    """How many positive pairs a chunk of (pair, candidate) rows of length ``row_length`` holds."""
+    return max(1, CHUNK_ELEMENTS // max(row_length, 1))
+
+
+def semi_hard_window(
+    to_negatives: Tensor, to_positive: Tensor, margin: float, out: Optional[Tuple[Tensor, Tensor]] = None
+) -> Tensor:
     """(P, B) mask of ``d(a, p) < d(a, n) < d(a, p) + margin`` for distances ``to_negatives`` (P, B) and
-    ``to_positive`` (P, 1), as ``dtype`` (bool, or 0/1 floats written directly by the comparisons)."""
+    ``to_positive`` (P, 1): bool, or 0/1 floats written straight into the two (P, B) buffers ``out``."""
     upper = to_positive + margin
-    if dtype == torch.bool:
+    if out is None:
         return (to_negatives > to_positive) & (to_negatives < upper)
-    window = torch.gt(to_negatives, to_positive, out=torch.empty_like(to_negatives, dtype=dtype))
-    return window.mul_(torch.lt(to_negatives, upper, out=torch.empty_like(window)))
-
-
-def positive_pair_chunks(same: Tensor, row_length: int) -> Iterator[Tuple[Tensor, Tensor]]:
-    """All positive pairs ``(anchor, positive)`` (``a != p``) in chunks of at most ``CHUNK_ELEMENTS // row_length``
-    pairs. Listing the pairs is one host sync on CUDA."""
-    positives = same.clone()
-    positives.fill_diagonal_(False)
-    anchor, positive = positives.nonzero(as_tuple=True)
-    del positives
-    step = max(1, CHUNK_ELEMENTS // max(row_length, 1))
-    for start in range(0, anchor.shape[0], step):
-        yield anchor[start : start + step], positive[start : start + step]
+    window = torch.gt(to_negatives, to_positive, out=out[0])
+    return window.mul_(torch.lt(to_negatives, upper, out=out[1]))
 
 
 def _expand_positive_pairs(labels: Tensor, select: _Selector) -> Triplets:
-    same = same_label_mask(labels)
+    anchor, positive = positive_pairs(labels)
+    key = anchor * len(labels) + positive
+    order = key.argsort()
+    anchor, positive = anchor[order], positive[order]
+    step = pairs_per_chunk(len(labels))
     found = []
-    for anchor, positive in positive_pair_chunks(same, labels.shape[0]):
-        row, negative = select(anchor, positive, ~same[anchor]).nonzero(as_tuple=True)
-        found.append((anchor[row], positive[row], negative))
+    for start in range(0, len(anchor), step):
+        a, p = anchor[start : start + step], positive[start : start + step]
+        row, negative = select(a, p, labels[a].unsqueeze(1) != labels.unsqueeze(0)).nonzero(as_tuple=True)
+        found.append((a[row], p[row], negative))
     if not found:
         empty = labels.new_zeros(0, dtype=torch.long)
         return empty, empty, empty

@@ -26,10 +26,11 @@ from lightly_siamese_ext.losses.distances import (
 )
 from lightly_siamese_ext.losses.mining import (
     MINING,
+    class_sizes,
+    different_labels,
     hardest_pairs,
-    label_offsets,
-    positive_pair_chunks,
-    same_label_mask,
+    pairs_per_chunk,
+    positive_pairs,
     semi_hard_window,
 )
 
@@ -158,15 +159,14 @@ class TripletLoss(nn.Module):
             return embeddings.sum(dim=1) * 0.0, torch.zeros((), dtype=torch.long, device=embeddings.device)
         if self.mining == "batch_hard":
             return self._batch_hard(embeddings, labels)
-        same = same_label_mask(labels)
         matrix = DistanceMatrix(embeddings, self.distance)
         with torch.no_grad():
-            rows, weights, count = self._sum_over_positive_pairs(matrix.values, same)
+            rows, weights, count = self._sum_over_positive_pairs(matrix.values, labels)
         return matrix.with_gradient(rows, weights), count
 
     def _batch_hard(self, embeddings: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
-        # Mining without autograd, in one B x B buffer: label offsets, then the ordering scores added in place.
-        shifted = label_offsets(labels, ORDERING_SCORE_BOUND, embeddings.dtype)
+        # Mining without autograd in one B x B buffer: the negatives pushed down, then the ordering scores added.
+        shifted = different_labels(labels, embeddings.dtype).mul_(-(4.0 * ORDERING_SCORE_BOUND + 1.0))
         add_ordering_scores_(shifted, embeddings, self.distance)
         positive, negative, valid = hardest_pairs(shifted, ORDERING_SCORE_BOUND)
         # Only the 2B chosen pairs are differentiated: O(B D) work in the backward pass.
@@ -176,32 +176,42 @@ class TripletLoss(nn.Module):
         count = (losses > 0) if self.mean_over == "active" else valid
         return losses, count.sum()
 
-    def _sum_over_positive_pairs(self, distances: Tensor, same: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def _sum_over_positive_pairs(self, distances: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Per-anchor loss sums (B,) over the selected triplets, their derivatives (B, B) with respect to the
         distances, and the number of triplets that count for the mean; positive pairs are processed in chunks.
 
-        Rows are read from a copy of the distances with +inf where the labels agree, so every non-negative drops
-        out of the float arithmetic by itself (hinge, softplus, sigmoid and window all give 0 there): no bool
-        masks in the chunk loop, whose conversions and reductions are slow on the CPU."""
+        Rows are read from a copy of the distances that is huge (``_FAR``) where the labels agree, so every
+        non-negative drops out of the float arithmetic by itself (hinge, softplus, sigmoid and window all give 0
+        there): no bool masks in the loop, whose conversions and reductions are slow on the CPU, and the chunk
+        buffers are reused."""
+        batch_size = distances.shape[0]
         rows = torch.zeros_like(distances[0])
         weights = torch.zeros_like(distances)
         count = torch.zeros((), dtype=distances.dtype, device=distances.device)
-        candidates = distances.masked_fill(same, float("inf"))
-        semi_hard = self.mining == "semi_hard"
-        for anchor, positive in positive_pair_chunks(same, distances.shape[0]):
-            to_negatives = candidates.index_select(0, anchor)
+        candidates = different_labels(labels, distances.dtype).sub_(1.0).mul_(-_FAR).add_(distances)
+        anchors, positives = positive_pairs(labels)
+        step = max(1, min(pairs_per_chunk(batch_size), len(anchors)))
+        buffers = distances.new_empty(3 if self.mining == "semi_hard" else 1, step, batch_size)
+        slopes_buffer = distances.new_empty(step, batch_size)
+        for start in range(0, len(anchors), step):
+            anchor, positive = anchors[start : start + step], positives[start : start + step]
+            size = len(anchor)
+            to_negatives = torch.index_select(candidates, 0, anchor, out=buffers[0, :size])
             to_positive = distances[anchor, positive].unsqueeze(1)
-            window = semi_hard_window(to_negatives, to_positive, self.margin, distances.dtype) if semi_hard else None
+            window = None
+            if self.mining == "semi_hard":
+                window_buffers = (buffers[1, :size], buffers[2, :size])
+                window = semi_hard_window(to_negatives, to_positive, self.margin, out=window_buffers)
             if self.soft_margin:
                 difference = to_negatives.neg_().add_(to_positive)
-                losses, slopes = F.softplus(difference), torch.sigmoid(difference)
+                losses, slopes = F.softplus(difference), torch.sigmoid(difference, out=slopes_buffer[:size])
                 if window is not None:
                     losses.mul_(window)
                     slopes.mul_(window)
                     count += window.sum()
             else:
                 upper = to_positive + self.margin
-                slopes = torch.lt(to_negatives, upper, out=torch.empty_like(to_negatives))  # active triplets
+                slopes = torch.lt(to_negatives, upper, out=slopes_buffer[:size])  # the active triplets
                 if window is not None:
                     slopes.mul_(window)
                 losses = to_negatives.neg_().add_(upper).clamp_(min=0.0).mul_(slopes)
@@ -212,11 +222,10 @@ class TripletLoss(nn.Module):
             if not self.soft_margin:
                 count += slope_sums.sum()
         if self.mining == "batch_all" and (self.soft_margin or self.mean_over == "valid"):
-            count = _valid_triplets(same)
+            sizes = class_sizes(labels)
+            count = ((sizes - 1) * (batch_size - sizes)).sum()  # all valid triplets
         return rows, weights, count
 
 
-def _valid_triplets(same: Tensor) -> Tensor:
-    """Number of valid triplets: sum over anchors of #positives * #negatives."""
-    same_count = same.sum(dim=1)
-    return ((same_count - 1) * (same.shape[1] - same_count)).sum()
+# Stands in for the distance to a non-negative: far beyond any margin, yet finite (inf - inf would be NaN).
+_FAR = 1e30

@@ -55,6 +55,22 @@ def test_compact_labels_keeps_equality_for_large_ids() -> None:
     labels = torch.tensor([2**40 + 1, 5, 2**40, 5, 2**40 + 1])
     codes = mining.compact_labels(labels)
     assert codes.tolist() == [2, 0, 1, 0, 2]
+    assert mining.different_labels(labels, torch.float32).tolist() == [
+        [float(a != b) for b in labels.tolist()] for a in labels.tolist()
+    ]
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [torch.tensor([3, -1, 3, 7, -1, 3, 2**40]), torch.arange(4), torch.zeros(5, dtype=torch.long), torch.zeros(0).long()],
+)
+def test_positive_pairs_and_class_sizes_match_brute_force(labels) -> None:
+    n = len(labels)
+    anchor, positive = mining.positive_pairs(labels)
+    pairs = list(zip(anchor.tolist(), positive.tolist()))
+    expected = [(a, p) for a in range(n) for p in range(n) if a != p and labels[a] == labels[p]]
+    assert sorted(pairs) == expected  # each pair exactly once
+    assert mining.class_sizes(labels).tolist() == [int((labels == label).sum()) for label in labels]
 
 
 pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
