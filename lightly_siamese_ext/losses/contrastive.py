@@ -18,7 +18,7 @@ from lightly_siamese_ext.losses._checks import (
 )
 from lightly_siamese_ext.losses._common import REDUCTIONS, full_precision, gather_batch, reduce_losses
 from lightly_siamese_ext.losses.distances import DistanceMatrix, paired_distances, pairwise_distances
-from lightly_siamese_ext.losses.mining import same_label_mask
+from lightly_siamese_ext.losses.mining import different_labels
 
 CONTRASTIVE_DISTANCES = ("euclidean", "cosine")
 
@@ -110,16 +110,17 @@ class ContrastiveLoss(nn.Module):
     def _all_pairs(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         batch_size = embeddings.shape[0]
         num_pairs = batch_size * (batch_size - 1) // 2
-        same = same_label_mask(labels)
         if self.reduction == "none":
             rows, cols = torch.triu_indices(batch_size, batch_size, offset=1, device=embeddings.device)
             distances = pairwise_distances(embeddings, distance=self.distance)[rows, cols]
-            return self._terms(distances, same[rows, cols])
+            return self._terms(distances, labels[rows] == labels[cols])
         matrix = DistanceMatrix(embeddings, self.distance)
         with torch.no_grad():
-            # Per pair, the loss is w^2 with w = d (similar) or -max(margin - d, 0) (dissimilar), and its
-            # derivative is 2 w. Each pair appears twice in the symmetric matrix: halve. The diagonal costs 0.
-            shortfall = (self.margin - matrix.values).clamp_(min=0.0)
-            weights = torch.where(same, matrix.values, shortfall.neg_())
+            # Per pair the loss is w^2 and its derivative 2 w, with w = d (similar) or -max(margin - d, 0)
+            # (dissimilar), i.e. w = d - different * max(d, margin): float arithmetic, no bool mask (slow on the
+            # CPU). Each pair appears twice in the symmetric matrix: halve. The diagonal (d = 0) costs 0.
+            different = different_labels(labels, matrix.values.dtype)
+            weights = matrix.values.clamp(min=self.margin).mul_(different)
+            weights = torch.sub(matrix.values, weights, out=weights)
             losses = torch.linalg.vector_norm(weights, dim=1).square_().mul_(0.5)
         return reduce_losses(matrix.with_gradient(losses, weights, symmetric=True), num_pairs, self.reduction)

@@ -92,11 +92,6 @@ def mine_batch_all(labels: Tensor) -> Triplets:
         return _expand_positive_pairs(labels, lambda a, p, rows: rows)
 
 
-def same_label_mask(labels: Tensor) -> Tensor:
-    """(B, B) bool: ``labels[i] == labels[j]`` (the diagonal included)."""
-    return labels.unsqueeze(1) == labels.unsqueeze(0)
-
-
 def different_labels(labels: Tensor, dtype: torch.dtype) -> Tensor:
     """(B, B) floats: 1 where ``labels[i] != labels[j]``, else 0. Float arithmetic on compact class codes: several
     times faster on the CPU than a bool mask and its conversion."""
