@@ -2,11 +2,13 @@
 single-process loss and gradients on the concatenated batch."""
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from lightly_siamese_ext.losses import ContrastiveLoss, TripletLoss
-from lightly_siamese_ext.training import launch
+from lightly_siamese_ext.training.distributed import find_free_port
 
 WORLD_SIZE = 2
 LOCAL_BATCH = 12
@@ -43,8 +45,18 @@ def _cases(gather: bool):
     ]
 
 
-def _rank_worker(rank: int, world_size: int, out_dir: str) -> None:
+def _forked_rank(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    # Forked, the ranks start in a fraction of a second (spawn re-imports torch and the package: seconds). One
+    # thread keeps the child off the parent's OpenMP pool, which does not survive a fork.
     torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        _rank_worker(rank, out_dir)
+    finally:
+        dist.destroy_process_group()
+
+
+def _rank_worker(rank: int, out_dir: str) -> None:
     inputs, labels = _global_batch()
     local = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
     model = DistributedDataParallel(_model())
@@ -58,7 +70,9 @@ def _rank_worker(rank: int, world_size: int, out_dir: str) -> None:
 
 
 def test_gathered_loss_and_ddp_gradients_equal_the_single_process_result(tmp_path) -> None:
-    launch(_rank_worker, world_size=WORLD_SIZE, args=(str(tmp_path),), backend="gloo")
+    mp.start_processes(
+        _forked_rank, args=(WORLD_SIZE, find_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, start_method="fork"
+    )
     inputs, labels = _global_batch()
     model = _model()
     for name, compute in _cases(gather=False):
