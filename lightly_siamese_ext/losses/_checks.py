@@ -42,7 +42,7 @@ def check_same_shape(tensors: Sequence[Tensor], names: Sequence[str]) -> None:
 
 def check_labels(labels: object, embeddings: Optional[Tensor] = None, name: str = "labels") -> Tensor:
     """Checks that ``labels`` is an integer or bool (B,) tensor, with one entry per row of ``embeddings`` (B, ...)
-    and on its device when ``embeddings`` is given."""
+    and on its device when ``embeddings`` is given; returns it with bool turned into int64."""
     if not isinstance(labels, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B,), got {type(labels).__name__}")
     if labels.ndim != 1:
@@ -51,6 +51,8 @@ def check_labels(labels: object, embeddings: Optional[Tensor] = None, name: str 
         )
     if labels.is_floating_point() or labels.is_complex():
         raise ValueError(f"{name} must hold integer class ids, got dtype {labels.dtype}")
+    if labels.dtype == torch.bool:
+        labels = labels.long()
     if embeddings is None:
         return labels
     if labels.shape[0] != embeddings.shape[0]:

@@ -10,7 +10,7 @@ Definitions, for an anchor ``a``, a positive ``p`` (same label, ``p != a``) and 
 
 The public functions return index tensors ``(anchor, positive, negative)``, each (T,) int64, sorted by anchor,
 then positive, then negative. Their output holds one entry per triplet; they never form a (B, B, B) tensor but
-work through the positive pairs in chunks of at most :data:`CHUNK_ELEMENTS` (pair, candidate) elements.
+work through the positive pairs in chunks of at most ``max(CHUNK_ELEMENTS, B^2 / 2)`` (pair, candidate) elements.
 The other functions are the building blocks that :class:`~lightly_siamese_ext.losses.TripletLoss` uses without
 listing triplets.
 
@@ -31,7 +31,9 @@ __all__ = ["CHUNK_ELEMENTS", "MINING", "mine_batch_all", "mine_batch_hard", "min
 
 MINING = ("batch_all", "batch_hard", "semi_hard")
 
-#: Largest number of (positive pair, candidate) elements handled at once by the chunked loops.
+#: The chunked loops handle at most max(CHUNK_ELEMENTS, B^2 / 2) (positive pair, candidate) elements at once:
+#: small batches in small chunks, large ones in at most 2 (K - 1) chunks (K samples per class), since every chunk
+#: costs a handful of passes, and a B^2 / 2 buffer is of the size of the B x B matrices around it.
 CHUNK_ELEMENTS = 1 << 21
 
 Triplets = Tuple[Tensor, Tensor, Tensor]
@@ -43,13 +45,13 @@ def mine_batch_hard(distances: Tensor, labels: Tensor) -> Triplets:
     """Hardest positive and hardest negative of every anchor that has both.
 
     Args:
-        distances: (B, B) distances, or any matrix that increases with the distance within each row.
+        distances: (B, B) finite distances, or any matrix that increases with the distance within each row.
         labels: (B,) integer class ids.
 
     Returns:
         ``(anchor, positive, negative)``, each (T,) with T <= B.
     """
-    _check_matrix(distances, labels)
+    labels = _check_matrix(distances, labels)
     with torch.no_grad():
         bound = float(distances.abs().max()) if distances.numel() else 1.0
         shifted = different_labels(labels, distances.dtype).mul_(-(4.0 * bound + 1.0)).add_(distances)
@@ -69,7 +71,7 @@ def mine_semi_hard(distances: Tensor, labels: Tensor, margin: float) -> Triplets
     Returns:
         ``(anchor, positive, negative)``, each (T,).
     """
-    _check_matrix(distances, labels)
+    labels = _check_matrix(distances, labels)
     margin = check_margin(margin)
     with torch.no_grad():
         return _expand_positive_pairs(
@@ -87,7 +89,7 @@ def mine_batch_all(labels: Tensor) -> Triplets:
     Returns:
         ``(anchor, positive, negative)``, each (T,) with T = sum over anchors of #positives * #negatives.
     """
-    check_labels(labels)
+    labels = check_labels(labels)
     with torch.no_grad():
         return _expand_positive_pairs(labels, lambda a, p, rows: rows)
 
@@ -103,10 +105,10 @@ def hardest_pairs(shifted: Tensor, bound: float) -> Tuple[Tensor, Tensor, Tensor
     """Per anchor: index of the farthest positive, of the closest negative, and whether both exist; each (B,).
 
     ``shifted`` is ``scores - (4 bound + 1) * different_labels(labels)`` for (B, B) ``scores`` that increase with
-    the distance within each row and are bounded by ``bound`` in absolute value; it is **overwritten**. With the negatives
-    pushed below every positive and the diagonal parked between the two, one matrix serves both searches: a row's
-    maximum is its farthest positive (or the diagonal if it has none), its minimum its closest negative (or the
-    diagonal if it has none).
+    the distance within each row and are bounded by ``bound`` in absolute value; it is **overwritten**. With the
+    negatives pushed below every positive and the diagonal parked between the two, one matrix serves both
+    searches: a row's maximum is its farthest positive (or the diagonal if it has none), its minimum its closest
+    negative (or the diagonal if it has none).
     """
     middle = -(2.0 * bound + 0.5)
     shifted.fill_diagonal_(middle)
@@ -146,8 +148,8 @@ def positive_pairs(labels: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def pairs_per_chunk(row_length: int) -> int:
-    """How many positive pairs a chunk of (pair, candidate) rows of length ``row_length`` holds."""
-    return max(1, CHUNK_ELEMENTS // max(row_length, 1))
+    """How many positive pairs a chunk of (pair, candidate) rows of length ``row_length`` (= B) holds."""
+    return max(1, CHUNK_ELEMENTS // max(row_length, 1), row_length // 2)
 
 
 def semi_hard_window(
@@ -180,12 +182,12 @@ def _expand_positive_pairs(labels: Tensor, select: _Selector) -> Triplets:
     return a, p, n
 
 
-def _check_matrix(distances: Tensor, labels: Tensor) -> None:
+def _check_matrix(distances: Tensor, labels: Tensor) -> Tensor:
     if not isinstance(distances, Tensor):
         raise TypeError(f"distances must be a torch.Tensor of shape (B, B), got {type(distances).__name__}")
     if distances.ndim != 2 or distances.shape[0] != distances.shape[1]:
         raise ValueError(f"distances must be a square (B, B) matrix, got shape {tuple(distances.shape)}")
     if not distances.is_floating_point():
         raise ValueError(f"distances must be a floating-point tensor, got dtype {distances.dtype}")
-    check_labels(labels, distances)
+    return check_labels(labels, distances)
 

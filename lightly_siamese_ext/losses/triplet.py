@@ -49,13 +49,15 @@ class TripletLoss(nn.Module):
         negative are skipped). Time O(B^2 D), memory O(B^2); the backward pass touches only the 2B chosen pairs.
       - ``"batch_all"``: every valid triplet.
       - ``"semi_hard"``: every triplet with ``d(a, p) < d(a, n) < d(a, p) + margin`` (the FaceNet definition;
-        the same set as pytorch-metric-learning's ``TripletMarginMiner("semihard")``). Needs ``margin > 0``.
+        pytorch-metric-learning's ``TripletMarginMiner("semihard")`` selects the same set, up to ties at the upper
+        edge, which cost 0). Needs ``margin > 0``.
 
       For ``batch_all`` and ``semi_hard`` no (B, B, B) tensor is formed: the P positive pairs (P = B (K - 1) with
-      K samples per class) are processed in chunks of at most
-      :data:`~lightly_siamese_ext.losses.mining.CHUNK_ELEMENTS` (pair, negative) elements, so time is O(P B)
-      and memory is a few B x B matrices plus a few chunks (8 MiB each in float32), whatever B. Listing the
-      positive pairs is one host sync on CUDA. The backward pass is two (B, B) x (B, D) matrix products.
+      K samples per class) are processed in chunks of ``max(CHUNK_ELEMENTS, B^2 / 2)`` (pair, negative) elements
+      (:data:`~lightly_siamese_ext.losses.mining.CHUNK_ELEMENTS`: 2^21, 8 MiB in float32). Time is
+      O(P B + B^2 D); memory is bounded by about four B x B matrices plus two chunk buffers (four for semi_hard),
+      i.e. at most about 6 B^2 floats whatever the number of triplets. Listing the positive pairs is one host
+      sync on CUDA. The backward pass is two (B, B) x (B, D + 1) matrix products.
 
     Reduction: ``"mean"`` divides the summed loss by the number of mined triplets (``mean_over="valid"``: all of
     them, i.e. all valid anchors for batch_hard, all valid triplets for batch_all) or by those with a positive loss

@@ -236,6 +236,14 @@ def test_wrong_number_of_inputs_raises_a_type_error() -> None:
         TripletLoss()(torch.randn(4, 3))
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int32])
+def test_labels_of_any_integer_dtype_give_the_same_loss(dtype) -> None:
+    x, labels = _batch(classes=2)
+    for mode in MINING:
+        loss_fn = TripletLoss(0.5, mode)
+        torch.testing.assert_close(loss_fn(x, labels.to(dtype)), loss_fn(x, labels))
+
+
 def test_gather_distributed_without_a_process_group_changes_nothing() -> None:
     x, labels = _batch()
     assert torch.equal(TripletLoss(gather_distributed=True)(x, labels), TripletLoss()(x, labels))
