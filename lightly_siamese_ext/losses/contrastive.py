@@ -18,7 +18,7 @@ from lightly_siamese_ext.losses._checks import (
 )
 from lightly_siamese_ext.losses._common import REDUCTIONS, full_precision, gather_batch, reduce_losses
 from lightly_siamese_ext.losses.distances import DistanceMatrix, paired_distances, pairwise_distances
-from lightly_siamese_ext.losses.mining import different_labels
+from lightly_siamese_ext.losses.mining import label_indicator
 
 CONTRASTIVE_DISTANCES = ("euclidean", "cosine")
 
@@ -119,7 +119,7 @@ class ContrastiveLoss(nn.Module):
             # Per pair the loss is w^2 and its derivative 2 w, with w = d (similar) or -max(margin - d, 0)
             # (dissimilar), i.e. w = d - different * max(d, margin): float arithmetic, no bool mask (slow on the
             # CPU). Each pair appears twice in the symmetric matrix: halve. The diagonal (d = 0) costs 0.
-            different = different_labels(labels, matrix.values.dtype)
+            different = label_indicator(labels, matrix.values.dtype, equal=False)
             weights = matrix.values.clamp(min=self.margin).mul_(different)
             weights = torch.sub(matrix.values, weights, out=weights)
             losses = torch.linalg.vector_norm(weights, dim=1).square_().mul_(0.5)

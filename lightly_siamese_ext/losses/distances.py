@@ -114,24 +114,25 @@ class _DistancesToRows(torch.autograd.Function):
 ORDERING_SCORE_BOUND = 3.0
 
 
-def add_ordering_scores_(out: Tensor, x: Tensor, distance: str) -> Tensor:
-    """Adds to ``out`` (B, B), in place and without autograd, a matrix that orders every row of ``x``'s (B, D)
-    distance matrix like the distances do: enough to find the nearest or the farthest for the price of one
-    matrix product accumulated into ``out`` (no further B x B buffer). For euclidean distances it is
+def add_ordering_scores_(out: Tensor, x: Tensor, distance: str, scale: float = 1.0) -> Tensor:
+    """Sets ``out`` (B, B) to ``scale * out`` plus, without autograd, a matrix that orders every row of ``x``'s
+    (B, D) distance matrix like the distances do: enough to find the nearest or the farthest, for one matrix
+    product accumulated into ``out`` (no further B x B buffer). For euclidean distances it is
     ``|x_j|^2 - 2 x_i.x_j`` on embeddings centred and scaled to a largest norm of 1, for cosine ``-cos``: both
     bounded by :data:`ORDERING_SCORE_BOUND` in absolute value without reading the data."""
     with torch.no_grad():
         x = x.detach()
         if distance == "cosine":
             unit = F.normalize(x, dim=1, eps=_NORM_EPS)
-            return out.addmm_(unit, unit.T, alpha=-1.0)
+            return out.addmm_(unit, unit.T, beta=scale, alpha=-1.0)
         centred = x - x.mean(dim=0)
         squared_norms = centred.pow(2).sum(dim=1)
         if x.shape[0]:
-            scale = squared_norms.max().clamp(min=torch.finfo(x.dtype).tiny)
-            centred /= scale.sqrt()
-            squared_norms /= scale
-        return out.add_(squared_norms.unsqueeze(0)).addmm_(centred, centred.T, alpha=-2.0)
+            norm_scale = squared_norms.max().clamp(min=torch.finfo(x.dtype).tiny)
+            centred /= norm_scale.sqrt()
+            squared_norms /= norm_scale
+        torch.add(squared_norms.unsqueeze(0), out, alpha=scale, out=out)
+        return out.addmm_(centred, centred.T, alpha=-2.0)
 
 
 def _squared_from_gram(xc: Tensor, yc: Tensor) -> Tensor:

@@ -54,7 +54,8 @@ def mine_batch_hard(distances: Tensor, labels: Tensor) -> Triplets:
     labels = _check_matrix(distances, labels)
     with torch.no_grad():
         bound = float(distances.abs().max()) if distances.numel() else 1.0
-        shifted = different_labels(labels, distances.dtype).mul_(-(4.0 * bound + 1.0)).add_(distances)
+        different = label_indicator(labels, distances.dtype, equal=False)
+        shifted = torch.add(distances, different, alpha=-(4.0 * bound + 1.0), out=different)
         positive, negative, valid = hardest_pairs(shifted, bound)
         anchor = torch.arange(labels.shape[0], device=labels.device)
         return anchor[valid], positive[valid], negative[valid]
@@ -94,21 +95,22 @@ def mine_batch_all(labels: Tensor) -> Triplets:
         return _expand_positive_pairs(labels, lambda a, p, rows: rows)
 
 
-def different_labels(labels: Tensor, dtype: torch.dtype) -> Tensor:
-    """(B, B) floats: 1 where ``labels[i] != labels[j]``, else 0. Float arithmetic on compact class codes: several
-    times faster on the CPU than a bool mask and its conversion."""
+def label_indicator(labels: Tensor, dtype: torch.dtype, equal: bool) -> Tensor:
+    """(B, B) 0/1 floats: ``labels[i] == labels[j]`` (``equal=True``) or ``!=``. The comparison of compact float
+    class codes writes the floats itself: no bool mask, no conversion, several times faster on the CPU."""
     codes = compact_labels(labels).to(torch.promote_types(dtype, torch.float32))  # exact below 2^24 classes
-    return (codes.unsqueeze(1) - codes.unsqueeze(0)).abs_().clamp_(max=1.0)
+    out = codes.new_empty(len(codes), len(codes))
+    return (torch.eq if equal else torch.ne)(codes.unsqueeze(1), codes.unsqueeze(0), out=out)
 
 
 def hardest_pairs(shifted: Tensor, bound: float) -> Tuple[Tensor, Tensor, Tensor]:
     """Per anchor: index of the farthest positive, of the closest negative, and whether both exist; each (B,).
 
-    ``shifted`` is ``scores - (4 bound + 1) * different_labels(labels)`` for (B, B) ``scores`` that increase with
-    the distance within each row and are bounded by ``bound`` in absolute value; it is **overwritten**. With the
-    negatives pushed below every positive and the diagonal parked between the two, one matrix serves both
-    searches: a row's maximum is its farthest positive (or the diagonal if it has none), its minimum its closest
-    negative (or the diagonal if it has none).
+    ``shifted`` is ``scores - (4 bound + 1) * label_indicator(labels, equal=False)`` for (B, B) ``scores`` that
+    increase with the distance within each row and are bounded by ``bound`` in absolute value; it is
+    **overwritten**. With the negatives pushed below every positive and the diagonal parked between the two, one
+    matrix serves both searches: a row's maximum is its farthest positive (or the diagonal if it has none), its
+    minimum its closest negative (or the diagonal if it has none).
     """
     middle = -(2.0 * bound + 0.5)
     shifted.fill_diagonal_(middle)

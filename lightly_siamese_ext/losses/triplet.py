@@ -27,7 +27,7 @@ from lightly_siamese_ext.losses.distances import (
 from lightly_siamese_ext.losses.mining import (
     MINING,
     class_sizes,
-    different_labels,
+    label_indicator,
     hardest_pairs,
     pairs_per_chunk,
     positive_pairs,
@@ -168,8 +168,8 @@ class TripletLoss(nn.Module):
 
     def _batch_hard(self, embeddings: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
         # Mining without autograd in one B x B buffer: the negatives pushed down, then the ordering scores added.
-        shifted = different_labels(labels, embeddings.dtype).mul_(-(4.0 * ORDERING_SCORE_BOUND + 1.0))
-        add_ordering_scores_(shifted, embeddings, self.distance)
+        shifted = label_indicator(labels, embeddings.dtype, equal=False)
+        add_ordering_scores_(shifted, embeddings, self.distance, scale=-(4.0 * ORDERING_SCORE_BOUND + 1.0))
         positive, negative, valid = hardest_pairs(shifted, ORDERING_SCORE_BOUND)
         # Only the 2B chosen pairs are differentiated: O(B D) work in the backward pass.
         to_chosen = distances_to_rows(embeddings, torch.stack((positive, negative)), self.distance)
@@ -190,7 +190,8 @@ class TripletLoss(nn.Module):
         rows = torch.zeros_like(distances[0])
         weights = torch.zeros_like(distances)
         count = torch.zeros((), dtype=distances.dtype, device=distances.device)
-        candidates = different_labels(labels, distances.dtype).sub_(1.0).mul_(-_FAR).add_(distances)
+        same = label_indicator(labels, distances.dtype, equal=True)
+        candidates = torch.add(distances, same, alpha=_FAR, out=same)
         anchors, positives = positive_pairs(labels)
         step = max(1, min(pairs_per_chunk(batch_size), len(anchors)))
         buffers = distances.new_empty(3 if self.mining == "semi_hard" else 1, step, batch_size)

@@ -16,7 +16,8 @@ def test_batch_hard_returns_the_farthest_positive_and_closest_negative() -> None
     x, labels, distances = _batch()
     anchor, positive, negative = mine_batch_hard(distances, labels)
     assert anchor.dtype == positive.dtype == negative.dtype == torch.long
-    assert as_set((anchor, positive, negative)) == set(triplets(labels, distance_table(x, "euclidean"), "batch_hard", 0))
+    expected = triplets(labels, distance_table(x, "euclidean"), "batch_hard", 0)
+    assert as_set((anchor, positive, negative)) == set(expected)
     assert torch.equal(anchor, anchor.sort().values)
 
 
@@ -40,8 +41,9 @@ def test_semi_hard_and_batch_all_return_exactly_the_defined_triplets() -> None:
 def test_chunked_enumeration_gives_the_same_triplets(monkeypatch) -> None:
     _, labels, distances = _batch(batch_size=20, seed=2)
     expected_all, expected_semi = mine_batch_all(labels), mine_semi_hard(distances, labels, 0.7)
-    monkeypatch.setattr(mining, "CHUNK_ELEMENTS", 20)  # one positive pair per chunk
-    for got, expected in ((mine_batch_all(labels), expected_all), (mine_semi_hard(distances, labels, 0.7), expected_semi)):
+    monkeypatch.setattr(mining, "CHUNK_ELEMENTS", 20)  # chunks of B / 2 = 10 positive pairs
+    chunked = (mine_batch_all(labels), mine_semi_hard(distances, labels, 0.7))
+    for got, expected in zip(chunked, (expected_all, expected_semi)):
         assert all(torch.equal(g, e) for g, e in zip(got, expected))
 
 
@@ -55,14 +57,20 @@ def test_compact_labels_keeps_equality_for_large_ids() -> None:
     labels = torch.tensor([2**40 + 1, 5, 2**40, 5, 2**40 + 1])
     codes = mining.compact_labels(labels)
     assert codes.tolist() == [2, 0, 1, 0, 2]
-    assert mining.different_labels(labels, torch.float32).tolist() == [
-        [float(a != b) for b in labels.tolist()] for a in labels.tolist()
-    ]
+    for equal in (True, False):
+        assert mining.label_indicator(labels, torch.float32, equal).tolist() == [
+            [float((a == b) == equal) for b in labels.tolist()] for a in labels.tolist()
+        ]
 
 
 @pytest.mark.parametrize(
     "labels",
-    [torch.tensor([3, -1, 3, 7, -1, 3, 2**40]), torch.arange(4), torch.zeros(5, dtype=torch.long), torch.zeros(0).long()],
+    [
+        torch.tensor([3, -1, 3, 7, -1, 3, 2**40]),
+        torch.arange(4),
+        torch.zeros(5, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long),
+    ],
 )
 def test_positive_pairs_and_class_sizes_match_brute_force(labels) -> None:
     n = len(labels)

@@ -114,7 +114,7 @@ def test_batch_all_is_the_same_when_the_positive_pairs_come_in_many_chunks(monke
         for soft_margin in (False, True):
             loss_fn = TripletLoss(0.5, mode, soft_margin=soft_margin)
             whole, whole_grad = value_and_grad(lambda x_: loss_fn(x_, labels), x)
-            monkeypatch.setattr(mining, "CHUNK_ELEMENTS", 3 * 40)  # 3 pairs per chunk
+            monkeypatch.setattr(mining, "CHUNK_ELEMENTS", 3 * 40)  # chunks of B / 2 = 20 positive pairs
             chunked, chunked_grad = value_and_grad(lambda x_: loss_fn(x_, labels), x)
             monkeypatch.undo()
             torch.testing.assert_close(chunked, whole)
@@ -184,7 +184,8 @@ def test_far_from_the_origin_the_mined_loss_keeps_float32_precision() -> None:
     offset = 100.0 * torch.ones(8, dtype=torch.float64)
     for mode in MINING:
         loss_fn = TripletLoss(0.5, mode)
-        torch.testing.assert_close(loss_fn((x + offset).float(), labels).double(), loss_fn(x, labels), rtol=1e-4, atol=1e-5)
+        far = loss_fn((x + offset).float(), labels).double()
+        torch.testing.assert_close(far, loss_fn(x, labels), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(
