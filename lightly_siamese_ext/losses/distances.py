@@ -20,6 +20,7 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from lightly_siamese_ext.losses._checks import check_choice, check_embeddings, check_same_shape
 
@@ -97,6 +98,7 @@ class _DistancesToRows(torch.autograd.Function):
         return distances
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_distances: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
         difference, distances, partners = ctx.saved_tensors
         if ctx.squared:
@@ -228,6 +230,7 @@ class _RowLossesFromDistances(torch.autograd.Function):
         return row_losses.clone()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_rows: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
         coefficients, coords, norms = ctx.saved_tensors
         extended = torch.cat((coords, coords.new_ones(coords.shape[0], 1)), dim=1)
