@@ -16,14 +16,20 @@ DISTANCES = ("euclidean", "cosine")
 
 def check_embeddings(x: object, name: str) -> Tensor:
     """Checks that ``x`` is a floating (N, D) tensor with N >= 1 and D >= 1."""
+    return check_float_tensor(x, name, "(N, D)")
+
+
+def check_float_tensor(x: object, name: str, shape: str) -> Tensor:
+    """Checks that ``x`` is a non-empty floating tensor with as many dimensions as ``shape`` names, e.g. "(P,)"."""
+    ndim = len([part for part in shape.strip("()").split(",") if part.strip()])
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D of shape (N, D), got shape {tuple(x.shape)}")
+        raise TypeError(f"{name} must be a floating-point torch.Tensor of shape {shape}, got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D of shape {shape}, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
     return x
 
 
@@ -68,9 +74,10 @@ def check_ks(ks: object, name: str, upper: Optional[int] = None, upper_means: st
 def topk_within(topk: object, num_classes: int) -> Tuple[int, ...]:
     """The entries of ``topk`` that make sense for ``num_classes`` classes (no top-5 among 3 classes)."""
     check_positive_int(num_classes, "num_classes")
-    kept = tuple(k for k in check_ks(topk, "topk") if k <= num_classes)
+    ks = check_ks(topk, "topk")
+    kept = tuple(k for k in ks if k <= num_classes)
     if not kept:
-        raise ValueError(f"topk must contain a value <= num_classes ({num_classes}), got {tuple(topk)}")  # type: ignore[arg-type]
+        raise ValueError(f"topk must contain a value <= num_classes ({num_classes}), got {ks}")
     return kept
 
 

@@ -69,7 +69,9 @@ def retrieval_metrics(
         check_same_dim(embeddings, references, "embeddings and reference_embeddings")
         if reference_labels is None:
             raise ValueError("reference_labels must be given with reference_embeddings")
-        reference_labels = check_labels(reference_labels, "reference_labels", references.shape[0], "reference_embeddings")
+        reference_labels = check_labels(
+            reference_labels, "reference_labels", references.shape[0], "reference_embeddings"
+        )
     available = references.shape[0] - int(same_source)
     ks = check_ks(ks, "ks", available, "neighbours each query has")
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightly_siamese_ext._validation import check_positive_int
-from lightly_siamese_ext.evaluation._common import check_distance, check_embeddings, check_labels
+from lightly_siamese_ext.evaluation._common import check_distance, check_embeddings, check_float_tensor, check_labels
 
 __all__ = ["n_way_one_shot_accuracy", "pair_verification_auc", "sample_one_shot_trials"]
 
@@ -27,12 +27,7 @@ def pair_verification_auc(distances: Tensor, same: Tensor) -> float:
         distances: Distance (P,) of each pair, e.g. :meth:`lightly_siamese_ext.SiameseNetwork.distance`.
         same: (P,) 1 (or True) where the pair shows the same class, else 0; both kinds must occur.
     """
-    if not isinstance(distances, Tensor):
-        raise TypeError(f"distances must be a 1-D floating-point torch.Tensor, got {type(distances).__name__}")
-    if distances.ndim != 1:
-        raise ValueError(f"distances must be 1-D of shape (P,), got shape {tuple(distances.shape)}")
-    if not distances.is_floating_point():
-        raise TypeError(f"distances must be a floating-point tensor, got dtype {distances.dtype}")
+    distances = check_float_tensor(distances, "distances", "(P,)")
     same = check_labels(same, "same", distances.shape[0], "distances", allow_bool=True).to(distances.device)
     if not bool(((same == 0) | (same == 1)).all()):
         raise ValueError("same must only hold 0 and 1 (or False and True)")

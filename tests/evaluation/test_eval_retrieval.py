@@ -56,7 +56,10 @@ def _brute_force(
 def _pml(queries, labels, references=None, reference_labels=None, distance="euclidean") -> Dict[str, float]:
     knn = CustomKNN(CosineSimilarity() if distance == "cosine" else LpDistance(normalize_embeddings=False))
     calculator = AccuracyCalculator(
-        include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count", knn_func=knn, device=torch.device("cpu")
+        include=("precision_at_1", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        knn_func=knn,
+        device=torch.device("cpu"),
     )
     return calculator.get_accuracy(queries, labels, references, reference_labels)
 
@@ -79,7 +82,7 @@ def test_separate_reference_set_against_brute_force_and_pml(distance: str) -> No
     references, reference_labels = _data(n=50, seed=2)
     references = references + 0.5  # not the same distribution: nothing hides behind symmetry
     got = retrieval_metrics(
-        queries, labels, ks=(1, 4), distance=distance, reference_embeddings=references, reference_labels=reference_labels
+        queries, labels, (1, 4), distance, reference_embeddings=references, reference_labels=reference_labels
     )
     expected = _brute_force(queries, labels, references, reference_labels, (1, 4), distance)
     assert got == pytest.approx(expected, abs=1e-9)

@@ -36,7 +36,7 @@ def test_auc_extremes() -> None:
         (torch.tensor([1, 2, 3]), torch.tensor([0, 1, 1]), TypeError, "distances must be a floating-point"),
         (torch.rand(3, 1), torch.tensor([0, 1, 1]), ValueError, "distances must be 1-D"),
         (torch.rand(3), torch.tensor([0.0, 1.0, 1.0]), TypeError, "same must have a bool or integer dtype"),
-        ([0.1, 0.2], torch.tensor([0, 1]), TypeError, "distances must be a 1-D floating-point torch.Tensor"),
+        ([0.1, 0.2], torch.tensor([0, 1]), TypeError, "distances must be a floating-point torch.Tensor of shape"),
     ],
 )
 def test_auc_bad_input(distances, same, error: type, match: str) -> None:
