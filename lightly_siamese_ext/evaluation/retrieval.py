@@ -50,7 +50,9 @@ def retrieval_metrics(
         distance: ``"euclidean"`` or ``"cosine"`` (ranks by cosine similarity).
         reference_embeddings: Optional separate reference set (M, D) to search instead of the queries themselves.
         reference_labels: Integer labels (M,) of the reference set.
-        chunk_size: Queries ranked at once: memory is about ``chunk_size * (M + 3 * max(max(ks), max R))`` numbers.
+        chunk_size: Queries ranked at once. Extra memory is about ``chunk_size * (M + 5 * depth)`` numbers, with
+            ``depth = max(max(ks), largest R)`` neighbours kept per query (plus a normalised copy of the
+            references for cosine, or a float32 one for other dtypes).
 
     Returns:
         ``{"recall@1": float, "recall@4": float, "recall@16": float, "map@r": float}`` (one recall per K).
@@ -79,7 +81,7 @@ def retrieval_metrics(
     labels, reference_labels = labels.to(device=device, dtype=torch.long), reference_labels.to(device, torch.long)
     num_relevant = _class_sizes_in(labels, reference_labels) - int(same_source)  # R of each query
     has_relevant = num_relevant > 0
-    num_queries, max_relevant = int(has_relevant.sum()), int(num_relevant.max())  # the one host sync
+    num_queries, max_relevant = int(has_relevant.sum()), int(num_relevant.max())  # host syncs, before the loop
     if num_queries == 0:
         raise ValueError("labels: no query has a reference of its own class, so no retrieval metric is defined")
     if num_queries < embeddings.shape[0]:
