@@ -34,13 +34,14 @@ class CollapseMonitor:
         gather_distributed: Merge the statistics of all processes in :meth:`compute` (else each rank reports its
             own shard's, which is also a fair estimate).
 
-    Example:
-        >>> monitor = CollapseMonitor()
-        >>> for batch in loader:
-        ...     z0, z1 = model(...)[:2]
-        ...     monitor.update(z0)
-        >>> if monitor.is_collapsed:
-        ...     warnings.warn(f"collapse: std ratio {monitor.ratio:.3f}")
+    Example (once per epoch)::
+
+        monitor.reset()
+        for x0, x1 in loader:
+            out = model(x0, x1)
+            monitor.update(out.z0)  # the projections, detached; no host sync
+        if monitor.is_collapsed:
+            warnings.warn(f"representation collapse: std * sqrt(d) = {monitor.ratio:.3f}")
     """
 
     def __init__(self, threshold: float = 0.1, gather_distributed: bool = False) -> None:

@@ -53,6 +53,8 @@ def knn_predict_chunked(
 ) -> Tensor:
     """Weighted kNN prediction of every query against a labelled feature bank.
 
+    Similarities are computed in the bank's dtype (queries are cast to it) on the bank's device.
+
     Args:
         query: Features (Q, D) to classify.
         bank: Features (N, D) of the labelled bank (rows, unlike lightly's (D, N) argument).
@@ -66,8 +68,6 @@ def knn_predict_chunked(
             never copied.
         normalize: Use cosine similarity (L2-normalised query and bank rows), as lightly recommends; ``False``
             uses the raw dot product (same result for inputs that are already normalised).
-
-    Similarities are computed in the bank's dtype (queries are cast to it) on the bank's device.
 
     Returns:
         Class indices (Q, C), int64, sorted by kNN score, best first: ``[:, 0]`` is the top-1 prediction.
@@ -220,6 +220,7 @@ def extract_features(
     if isinstance(encoder, nn.Module):
         encoder.eval()
     features, labels = [], []
+    has_labels = False
     try:
         for index, batch in enumerate(batches):
             images, targets = _split_batch(batch, index)
