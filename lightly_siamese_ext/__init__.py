@@ -5,6 +5,17 @@ in timm's model registry.
 """
 
 from lightly_siamese_ext.backbones import CIFAR10_MEAN, CIFAR10_STD, CifarResNet, create_backbone, feature_dim_of
+from lightly_siamese_ext.evaluation import (
+    CollapseMonitor,
+    extract_features,
+    knn_accuracy,
+    knn_predict_chunked,
+    linear_probe,
+    n_way_one_shot_accuracy,
+    pair_verification_auc,
+    retrieval_metrics,
+    sample_one_shot_trials,
+)
 from lightly_siamese_ext.heads import EmbeddingHead, SimSiamPredictionHead, SimSiamProjectionHead
 from lightly_siamese_ext.models import SiameseNetwork, SimSiam, SimSiamOutput, simsiam_loss
 from lightly_siamese_ext.optim import CosineWarmupScheduler
@@ -15,6 +26,7 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CifarResNet",
+    "CollapseMonitor",
     "CosineWarmupScheduler",
     "EmbeddingHead",
     "SiameseNetwork",
@@ -24,6 +36,14 @@ __all__ = [
     "SimSiamProjectionHead",
     "__version__",
     "create_backbone",
+    "extract_features",
     "feature_dim_of",
+    "knn_accuracy",
+    "knn_predict_chunked",
+    "linear_probe",
+    "n_way_one_shot_accuracy",
+    "pair_verification_auc",
+    "retrieval_metrics",
+    "sample_one_shot_trials",
     "simsiam_loss",
 ]
