@@ -31,7 +31,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -42,14 +42,8 @@ from torch import Tensor
 
 import lightly_siamese_ext as lse
 from lightly_siamese_ext.backbones import check_model_name
-from lightly_siamese_ext.data import (
-    ArrayImageDataset,
-    GPUResidentLoader,
-    ImageArrays,
-    holdout_split,
-    load_image_source,
-    subset,
-)
+from lightly_siamese_ext.data import ArrayImageDataset, GPUResidentLoader, ImageArrays, load_train_test, subset
+from lightly_siamese_ext.data import TrainTestSplit as Splits
 from lightly_siamese_ext.evaluation import CollapseMonitor, extract_features, knn_accuracy, linear_probe
 from lightly_siamese_ext.training import (
     MetricsLog,
@@ -60,12 +54,12 @@ from lightly_siamese_ext.training import (
     simsiam_train_step,
 )
 from lightly_siamese_ext.training.distributed import ranks_agree
-from lightly_siamese_ext.transforms import BatchedSimSiamTransform
-from lightly_siamese_ext.transforms.functional import normalize, to_float_images
+from lightly_siamese_ext.transforms import BatchedEvalTransform, BatchedSimSiamTransform
 
 # The paper's CIFAR-10 recipe (Appendix D) and the smoke configuration used on the embedded fallback.
 PAPER = dict(epochs=800, batch_size=512, input_size=32)
 SMOKE = dict(epochs=12, batch_size=256, input_size=16)
+NORMALIZE = {"mean": list(lse.CIFAR10_MEAN), "std": list(lse.CIFAR10_STD)}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -142,29 +136,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------------------------------- data
-@dataclass
-class Splits:
-    train: ImageArrays
-    test: ImageArrays
-    description: str
-    embedded: bool
-
-
 def load_splits(args: argparse.Namespace) -> Splits:
-    source = load_image_source(args.data_dir, download=args.download, cache_dir=args.cache_dir,
-                               embedded_size=SMOKE["input_size"])
-    if source.test is not None:
-        train, test, split_note = source.train, source.test, "the dataset's own test split"
-    else:
-        per_class = min(args.holdout_per_class, 30) if source.embedded else args.holdout_per_class
-        train_idx, test_idx = holdout_split(source.train.labels, per_class)
-        train, test = subset(source.train, train_idx), subset(source.train, test_idx)
-        split_note = f"the last {per_class} images of every class, held out from training"
-    if args.subset is not None:
-        if not 0 < args.subset <= len(train.labels):
-            raise ValueError(f"--subset must be in [1, {len(train.labels)}], got {args.subset}")
-        train = subset(train, torch.arange(args.subset))
-    return Splits(train, test, f"{source.description}; evaluation on {split_note}", source.embedded)
+    splits = load_train_test(args.data_dir, download=args.download, cache_dir=args.cache_dir,
+                             holdout_per_class=args.holdout_per_class, embedded_size=SMOKE["input_size"])
+    if args.subset is None:
+        return splits
+    if not 0 < args.subset <= len(splits.train.labels):
+        raise ValueError(f"--subset must be in [1, {len(splits.train.labels)}], got {args.subset}")
+    return replace(splits, train=subset(splits.train, torch.arange(args.subset)))
 
 
 def resolve_defaults(args: argparse.Namespace, embedded: bool) -> None:
@@ -211,7 +190,7 @@ def lightly_batches(train: ImageArrays, args: argparse.Namespace, epoch: int, ra
     transform = SimSiamTransform(
         input_size=args.input_size, min_scale=args.min_scale, cj_prob=args.cj_prob, cj_strength=args.cj_strength,
         random_gray_scale=args.random_gray_scale, gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob,
-        normalize={"mean": list(lse.CIFAR10_MEAN), "std": list(lse.CIFAR10_STD)},
+        normalize=NORMALIZE,
     )
     dataset = ArrayImageDataset(train.images, train.labels, transform=transform)
     sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=args.seed, drop_last=True)
@@ -268,7 +247,7 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
     augment = BatchedSimSiamTransform(
         input_size=args.input_size, min_scale=args.min_scale, cj_prob=args.cj_prob, cj_strength=args.cj_strength,
         random_gray_scale=args.random_gray_scale, gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob,
-        normalize={"mean": list(lse.CIFAR10_MEAN), "std": list(lse.CIFAR10_STD)},
+        normalize=NORMALIZE,
     )
     loader = None
     if args.pipeline == "batched":
@@ -378,26 +357,9 @@ def _progress(args: argparse.Namespace, is_main: bool, start_epoch: int) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _eval_batches(images: Tensor, batch_size: int, device: torch.device) -> Iterator[Tensor]:
-    for start in range(0, len(images), batch_size):
-        yield images[start:start + batch_size].to(device, non_blocking=True)
-
-
-def _preprocess(input_size: int) -> Any:
-    def apply(images: Tensor) -> Tensor:
-        x = to_float_images(images)
-        if x.shape[-1] != input_size:
-            x = torch.nn.functional.interpolate(x, size=input_size, mode="bilinear", antialias=True,
-                                                align_corners=False)
-        return normalize(x, lse.CIFAR10_MEAN, lse.CIFAR10_STD)
-
-    return apply
-
-
 def features_of(encoder: Any, data: ImageArrays, device: torch.device, args: argparse.Namespace) -> Tensor:
-    features, _ = extract_features(encoder, _eval_batches(data.images, 1024, device), device=device,
-                                   preprocess=_preprocess(args.input_size))
-    return features
+    preprocess = BatchedEvalTransform(args.input_size, NORMALIZE)
+    return extract_features(encoder, data.images, device=device, preprocess=preprocess)[0]
 
 
 def knn_eval(model: lse.SimSiam, splits: Splits, device: torch.device, args: argparse.Namespace,

@@ -5,7 +5,15 @@ from lightly_siamese_ext.data.arrays import ImageArrays, images_from_numpy, load
 from lightly_siamese_ext.data.gpu_loader import GPUResidentLoader
 from lightly_siamese_ext.data.pairs import PairDataset, TripletDataset
 from lightly_siamese_ext.data.samplers import PKSampler
-from lightly_siamese_ext.data.sources import ImageSource, holdout_split, load_digits_arrays, load_image_source, subset
+from lightly_siamese_ext.data.sources import (
+    ImageSource,
+    TrainTestSplit,
+    holdout_split,
+    load_digits_arrays,
+    load_image_source,
+    load_train_test,
+    subset,
+)
 from lightly_siamese_ext.data.targets import read_targets
 
 __all__ = [
@@ -15,6 +23,7 @@ __all__ = [
     "ImageSource",
     "PKSampler",
     "PairDataset",
+    "TrainTestSplit",
     "TripletDataset",
     "holdout_split",
     "images_from_numpy",
@@ -22,6 +31,7 @@ __all__ = [
     "load_digits_arrays",
     "load_image_folder",
     "load_image_source",
+    "load_train_test",
     "read_targets",
     "subset",
 ]

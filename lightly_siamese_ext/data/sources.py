@@ -21,7 +21,15 @@ from torch import Tensor
 
 from lightly_siamese_ext.data.arrays import ImageArrays, load_cifar10_folder, load_image_folder
 
-__all__ = ["ImageSource", "holdout_split", "load_digits_arrays", "load_image_source", "subset"]
+__all__ = [
+    "ImageSource",
+    "TrainTestSplit",
+    "holdout_split",
+    "load_digits_arrays",
+    "load_image_source",
+    "load_train_test",
+    "subset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +156,35 @@ def _load_dir(root: Path, cache_dir: Path) -> ImageSource:
     if test is not None and test.classes != train.classes:
         raise ValueError(f"{test_dir} has classes {test.classes}, but {train_dir} has {train.classes}")
     return ImageSource(train, test, f"ImageFolder {train_dir} ({len(train.classes)} classes)", embedded=False)
+
+
+@dataclass(frozen=True)
+class TrainTestSplit:
+    """A training split, an evaluation split, and a sentence saying what they are (for reports)."""
+
+    train: ImageArrays
+    test: ImageArrays
+    description: str
+    embedded: bool
+
+
+def load_train_test(
+    data_dir: Optional[PathLike] = None,
+    *,
+    download: bool = False,
+    cache_dir: Optional[PathLike] = None,
+    holdout_per_class: int = 500,
+    embedded_size: int = 32,
+    embedded_holdout_per_class: int = 30,
+) -> TrainTestSplit:
+    """:func:`load_image_source`, then a test split: the dataset's own if it has one, else the last
+    ``holdout_per_class`` images of every class (``embedded_holdout_per_class`` for the digits) held out."""
+    source = load_image_source(data_dir, download=download, cache_dir=cache_dir, embedded_size=embedded_size)
+    if source.test is not None:
+        return TrainTestSplit(source.train, source.test, f"{source.description}; evaluation on its test split",
+                              source.embedded)
+    per_class = embedded_holdout_per_class if source.embedded else holdout_per_class
+    train_idx, test_idx = holdout_split(source.train.labels, per_class)
+    note = f"evaluation on the last {per_class} images of every class, held out from training"
+    return TrainTestSplit(subset(source.train, train_idx), subset(source.train, test_idx),
+                          f"{source.description}; {note}", source.embedded)

@@ -199,14 +199,17 @@ def extract_features(
     device: Optional[Union[torch.device, str]] = None,
     preprocess: Optional[Callable[[Tensor], Tensor]] = None,
     autocast: bool = True,
+    batch_size: int = 1024,
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """Features of every batch, concatenated: ``(features (N, D) float32, labels (N,) or None)``.
 
     Args:
-        encoder: Maps images (B, ...) to features (B, ...), flattened to (B, D). An ``nn.Module`` is put in eval
-            mode for the pass and its training flag restored afterwards.
+        encoder: Maps images (B, ...) to features (B, ...), flattened to (B, D). An ``nn.Module`` (or a bound method
+            of one, such as ``model.embed``) is put in eval mode for the pass and its training flag restored
+            afterwards, so batch norm uses its running statistics and does not update them.
         batches: An iterable of image tensors, or of tuples/lists whose first item is the images and second item
-            the labels (torchvision's ``(images, targets)``, lightly's ``(images, targets, filenames)``).
+            the labels (torchvision's ``(images, targets)``, lightly's ``(images, targets, filenames)``); or one
+            tensor of all images (N, ...), split into chunks of ``batch_size``.
         device: Where to run; defaults to the encoder's parameters' device (else the images' own device).
         preprocess: Applied to the images on the device before the encoder (e.g. uint8 -> normalised float).
         autocast: Run the encoder under bf16 autocast on CUDA (ignored elsewhere); features come back as float32.
@@ -214,11 +217,16 @@ def extract_features(
     Returns:
         ``(features, labels)`` on ``device``; ``labels`` is ``None`` when the batches carry none.
     """
-    if device is None and isinstance(encoder, nn.Module):
-        device = next((p.device for p in encoder.parameters()), None)
-    was_training = encoder.training if isinstance(encoder, nn.Module) else None
-    if isinstance(encoder, nn.Module):
-        encoder.eval()
+    module = encoder if isinstance(encoder, nn.Module) else getattr(encoder, "__self__", None)
+    module = module if isinstance(module, nn.Module) else None
+    if device is None and module is not None:
+        device = next((p.device for p in module.parameters()), None)
+    if isinstance(batches, Tensor):
+        check_positive_int(batch_size, "batch_size")
+        batches = batches.split(batch_size)
+    was_training = module.training if module is not None else None
+    if module is not None:
+        module.eval()
     features, labels = [], []
     has_labels = False
     try:
@@ -242,8 +250,8 @@ def extract_features(
             if targets is not None:
                 labels.append(torch.as_tensor(targets).to(target_device, non_blocking=True))
     finally:
-        if was_training is not None:
-            encoder.train(was_training)
+        if module is not None and was_training is not None:
+            module.train(was_training)
     if not features:
         raise ValueError("batches must yield at least one batch, got none")
     return torch.cat(features), (torch.cat(labels) if labels else None)

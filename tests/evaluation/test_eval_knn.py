@@ -196,3 +196,17 @@ def test_cuda_matches_cpu() -> None:
     cpu = knn_predict_chunked(query, bank, bank_labels, 10, k=50)
     cuda = knn_predict_chunked(query.cuda(), bank.cuda(), bank_labels.cuda(), 10, k=50)
     assert (cuda[:, 0].cpu() == cpu[:, 0]).float().mean() > 0.97  # TF32 / summation order may flip near-ties
+
+
+def test_extract_features_bound_method_uses_eval_mode_and_a_single_tensor_is_chunked() -> None:
+    encoder = _Encoder().train()
+    running_mean = encoder.net[2].running_mean.clone()
+    images = torch.randn(10, 3, 2, 2)
+    features, labels = extract_features(encoder.forward, images, batch_size=3)
+    assert labels is None and encoder.training
+    torch.testing.assert_close(encoder.net[2].running_mean, running_mean)  # BN statistics untouched
+    encoder.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(features, encoder(images))
+    with pytest.raises(ValueError, match="batch_size"):
+        extract_features(encoder, images, batch_size=0)
