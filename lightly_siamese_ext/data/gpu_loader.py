@@ -21,10 +21,11 @@ __all__ = ["GPUResidentLoader"]
 class GPUResidentLoader:
     """Holds a dataset as one uint8 (N, C, H, W) tensor on ``device`` and yields (images, labels) batches.
 
-    No workers, no decoding, no host-to-device copies after construction: a batch is
-    an ``index_select`` on the device. CIFAR-10's 50,000 training images take
-    150 MiB. Pair it with :class:`~lightly_siamese_ext.transforms.BatchedSimSiamTransform`
-    (``transform=``) to augment on the device as well.
+    No workers, no decoding, no image copies after construction (only each epoch's
+    index permutation goes to the device): a batch is an ``index_select`` on the
+    device. CIFAR-10's 50,000 training images take 146 MiB. Pair it with
+    :class:`~lightly_siamese_ext.transforms.BatchedSimSiamTransform` (``transform=``)
+    to augment on the device as well.
 
     Shuffling and sharding are ``torch.utils.data.DistributedSampler``'s: the order of
     epoch ``e`` comes from ``seed + e`` (call ``set_epoch``), each of ``num_replicas``
@@ -43,6 +44,7 @@ class GPUResidentLoader:
         seed: base seed of the order.
         num_replicas, rank: DDP sharding; default ``lightly.utils.dist.world_size()``, ``rank()``.
         transform: applied to each uint8 image batch, e.g. ``BatchedSimSiamTransform``.
+        classes: class names, kept as ``self.classes`` (the builders fill it in).
     """
 
     def __init__(

@@ -126,7 +126,7 @@ def random_resized_crop_params(
     w = torch.sqrt(target_area * aspect).round_()
     h = torch.sqrt(target_area / aspect).round_()
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first fitting attempt
+    first = fits.int().argmax(dim=1, keepdim=True)  # index of the first fitting attempt
     w = w.gather(1, first).squeeze_(1)
     h = h.gather(1, first).squeeze_(1)
 
@@ -375,7 +375,7 @@ def _color_jitter_(
     alloc: Allocator,
 ) -> None:
     factors = torch.stack((brightness, contrast, saturation, torch.ones_like(brightness)), dim=1).to(images.dtype)
-    hue_position = (order == HUE).to(torch.uint8).argmax(dim=1)
+    hue_position = (order == HUE).int().argmax(dim=1)
     for before_hue, positions in ((True, (0, 1, 2)), (False, (1, 2, 3))):
         for position in positions:
             op = order[:, position]

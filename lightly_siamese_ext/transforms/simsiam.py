@@ -73,7 +73,8 @@ class BatchedSimSiamTransform(nn.Module):
             counter-clockwise.
         normalize: dict with "mean" and "std", or None for [0, 1] outputs.
         seed: seeds the generator used when ``forward`` is not given one (one
-            generator per device).
+            generator per device). Under DDP, ``seed + rank`` gives each rank its own
+            stream.
 
     Input: (B, 3, H, W) uint8 (0..255) or float (0..1), on any device.
     Output: list of two float32 tensors (B, 3, input_size, input_size).
