@@ -361,20 +361,13 @@ def color_jitter(
         _check_per_sample(value, name, batch)
     _check_per_sample(order, "order", batch, (4,))
     out = images if inplace else images.clone()
-    _color_jitter_(out, brightness, contrast, saturation, hue, order, fresh)
+    _color_jitter_(out, torch.stack((brightness, contrast, saturation), dim=1), hue, order, fresh)
     return out
 
 
-def _color_jitter_(
-    images: Tensor,
-    brightness: Tensor,
-    contrast: Tensor,
-    saturation: Tensor,
-    hue: Tensor,
-    order: Tensor,
-    alloc: Allocator,
-) -> None:
-    factors = torch.stack((brightness, contrast, saturation, torch.ones_like(brightness)), dim=1).to(images.dtype)
+def _color_jitter_(images: Tensor, blend_factors: Tensor, hue: Tensor, order: Tensor, alloc: Allocator) -> None:
+    """``color_jitter`` in place; ``blend_factors`` (B, 3) holds brightness, contrast, saturation."""
+    factors = torch.cat((blend_factors, torch.ones_like(blend_factors[:, :1])), dim=1).to(images.dtype)
     hue_position = (order == HUE).int().argmax(dim=1)
     for before_hue, positions in ((True, (0, 1, 2)), (False, (1, 2, 3))):
         for position in positions:

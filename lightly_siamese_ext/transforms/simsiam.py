@@ -192,11 +192,11 @@ class BatchedSimSiamTransform(nn.Module):
         if self.cj_prob > 0:
             jitter = coin(self.cj_prob)
             one, zero = torch.ones(n, device=device), torch.zeros(n, device=device)
+            ranges = (self.brightness, self.contrast, self.saturation)
+            blend_factors = torch.stack([torch.where(jitter, uniform(*bounds), one) for bounds in ranges], dim=1)
             BF._color_jitter_(
                 x,
-                brightness=torch.where(jitter, uniform(*self.brightness), one),
-                contrast=torch.where(jitter, uniform(*self.contrast), one),
-                saturation=torch.where(jitter, uniform(*self.saturation), one),
+                blend_factors,
                 hue=torch.where(jitter, uniform(*self.hue), zero),
                 order=torch.rand(n, 4, device=device, generator=gen).argsort(dim=1),
                 alloc=alloc,
