@@ -18,6 +18,8 @@ from torch import Tensor
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from lightly_siamese_ext.data.targets import as_labels
+
 __all__ = ["ImageArrays", "images_from_numpy", "load_cifar10_folder", "load_image_folder"]
 
 logger = logging.getLogger(__name__)
@@ -50,10 +52,7 @@ def images_from_numpy(
     tensor = torch.from_numpy(np.ascontiguousarray(images))
     if layout == "NHWC":
         tensor = tensor.permute(0, 3, 1, 2).contiguous()
-    label_tensor = torch.as_tensor(np.asarray(labels)).long()
-    if label_tensor.shape != (len(tensor),):
-        raise ValueError(f"labels must have shape ({len(tensor)},) (one per image), got {tuple(label_tensor.shape)}")
-    return tensor, label_tensor
+    return tensor, as_labels(labels, "labels", length=len(tensor))
 
 
 def load_cifar10_folder(root: PathLike, train: bool = True) -> ImageArrays:
@@ -166,7 +165,9 @@ def _cache_paths(root: Path, samples: List[Tuple[str, int]], cache_dir: Path) ->
     return cache_dir / f"{stem}.images.npy", cache_dir / f"{stem}.labels.npy", cache_dir / f"{stem}.json"
 
 
-def _write_cache(cache: Tuple[Path, Path, Path], images: Tensor, labels: Tensor, root: Path, classes: List[str]) -> None:
+def _write_cache(
+    cache: Tuple[Path, Path, Path], images: Tensor, labels: Tensor, root: Path, classes: List[str]
+) -> None:
     images_path, labels_path, manifest_path = cache
     images_path.parent.mkdir(parents=True, exist_ok=True)
     # Write to temporary names and rename: an interrupted write never looks like a cache.

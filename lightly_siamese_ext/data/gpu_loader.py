@@ -7,12 +7,13 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 import torch
-from lightly.utils import dist
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
 from lightly_siamese_ext._validation import check_positive_int
+from lightly_siamese_ext.data._sharding import resolve_replicas
 from lightly_siamese_ext.data.arrays import PathLike, images_from_numpy, load_cifar10_folder, load_image_folder
+from lightly_siamese_ext.data.targets import as_labels
 
 __all__ = ["GPUResidentLoader"]
 
@@ -20,10 +21,11 @@ __all__ = ["GPUResidentLoader"]
 class GPUResidentLoader:
     """Holds a dataset as one uint8 (N, C, H, W) tensor on ``device`` and yields (images, labels) batches.
 
-    No workers, no decoding, no host-to-device copies after construction: a batch is
-    an ``index_select`` on the device. CIFAR-10's 50,000 training images take
-    150 MiB. Pair it with :class:`~lightly_siamese_ext.transforms.BatchedSimSiamTransform`
-    (``transform=``) to augment on the device as well.
+    No workers, no decoding, no image copies after construction (only each epoch's
+    index permutation goes to the device): a batch is an ``index_select`` on the
+    device. CIFAR-10's 50,000 training images take 146 MiB. Pair it with
+    :class:`~lightly_siamese_ext.transforms.BatchedSimSiamTransform` (``transform=``)
+    to augment on the device as well.
 
     Shuffling and sharding are ``torch.utils.data.DistributedSampler``'s: the order of
     epoch ``e`` comes from ``seed + e`` (call ``set_epoch``), each of ``num_replicas``
@@ -42,6 +44,7 @@ class GPUResidentLoader:
         seed: base seed of the order.
         num_replicas, rank: DDP sharding; default ``lightly.utils.dist.world_size()``, ``rank()``.
         transform: applied to each uint8 image batch, e.g. ``BatchedSimSiamTransform``.
+        classes: class names, kept as ``self.classes`` (the builders fill it in).
     """
 
     def __init__(
@@ -64,23 +67,15 @@ class GPUResidentLoader:
             raise TypeError(f"images must be uint8 (0..255), got dtype {images.dtype}")
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(f"images must be a non-empty 4-D tensor (N, C, H, W), got shape {tuple(images.shape)}")
-        labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
-        if labels.shape != (images.shape[0],) or labels.is_floating_point():
-            raise ValueError(
-                f"labels must be integer labels of shape ({images.shape[0]},) (one per image), "
-                f"got {labels.dtype} {tuple(labels.shape)}"
-            )
+        labels = as_labels(labels, "labels", length=images.shape[0])
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.device = torch.device(device) if device is not None else images.device
         self.images = images.to(self.device).contiguous()
-        self.labels = labels.long().to(self.device)
+        self.labels = labels.to(self.device)
         self.drop_last = bool(drop_last)
         self.transform = transform
         self.classes = classes
-        num_replicas = dist.world_size() if num_replicas is None else check_positive_int(num_replicas, "num_replicas")
-        rank = dist.rank() if rank is None else rank
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be an int in [0, num_replicas={num_replicas}), got {rank!r}")
+        num_replicas, rank = resolve_replicas(num_replicas, rank)
         self.sampler = DistributedSampler(
             range(len(self.images)),  # type: ignore[arg-type]  # only its length is used
             num_replicas=num_replicas,

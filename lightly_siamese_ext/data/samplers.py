@@ -6,12 +6,12 @@ from typing import Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from lightly.utils import dist
 from torch import Tensor
 from torch.utils.data import Sampler
 
 from lightly_siamese_ext._validation import check_positive_int
-from lightly_siamese_ext.data.targets import ClassIndex
+from lightly_siamese_ext.data._sharding import resolve_replicas
+from lightly_siamese_ext.data.targets import ClassIndex, as_labels
 
 __all__ = ["PKSampler"]
 
@@ -91,10 +91,7 @@ class PKSampler(Sampler[List[int]]):
     ) -> None:
         self.p = check_positive_int(p, "p")
         self.k = check_positive_int(k, "k")
-        labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
-        if labels.ndim != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise ValueError(f"labels must be a 1-D sequence of integer labels, got {labels.dtype} {tuple(labels.shape)}")
-        self.index = ClassIndex(labels.cpu())
+        self.index = ClassIndex(as_labels(labels, "labels").cpu())
         if self.index.num_classes < self.p:
             raise ValueError(f"p={self.p} classes per batch, but the labels hold only {self.index.num_classes} classes")
         if self.p * self.k > len(self.index):
@@ -102,10 +99,7 @@ class PKSampler(Sampler[List[int]]):
                 f"a batch of p x k = {self.p} x {self.k} = {self.p * self.k} samples is larger than the data "
                 f"({len(self.index)} samples)"
             )
-        self.num_replicas = dist.world_size() if num_replicas is None else check_positive_int(num_replicas, "num_replicas")
-        self.rank = dist.rank() if rank is None else rank
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or not 0 <= self.rank < self.num_replicas:
-            raise ValueError(f"rank must be an int in [0, num_replicas={self.num_replicas}), got {rank!r}")
+        self.num_replicas, self.rank = resolve_replicas(num_replicas, rank)
         if batches_per_epoch is None:
             batches_per_epoch = max(1, len(self.index) // (self.p * self.k * self.num_replicas))
         self.batches_per_epoch = check_positive_int(batches_per_epoch, "batches_per_epoch")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-__all__ = ["ClassIndex", "read_targets"]
+__all__ = ["ClassIndex", "as_labels", "read_targets"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def read_targets(dataset: Dataset) -> Tensor:
     for attribute in _TARGET_ATTRIBUTES:
         targets = getattr(dataset, attribute, None)
         if targets is not None and _is_label_sequence(targets, len(dataset)):  # type: ignore[arg-type]
-            return _as_long_tensor(targets)
+            return as_labels(targets, f"{type(dataset).__name__}.{attribute}")
     inner = getattr(dataset, "dataset", None)  # LightlyDataset and similar wrappers
     if isinstance(inner, Dataset) and len(inner) == len(dataset):  # type: ignore[arg-type]
         return read_targets(inner)
@@ -42,18 +42,21 @@ def read_targets(dataset: Dataset) -> Tensor:
         type(dataset).__name__,
         len(dataset),  # type: ignore[arg-type]
     )
-    return _as_long_tensor([int(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
+    return as_labels([int(dataset[i][1]) for i in range(len(dataset))], "dataset targets")  # type: ignore[arg-type]
 
 
 def _is_label_sequence(value: Any, length: int) -> bool:
     return isinstance(value, (Sequence, np.ndarray, Tensor)) and len(value) == length
 
 
-def _as_long_tensor(values: Any) -> Tensor:
-    targets = torch.as_tensor(np.asarray(values) if not isinstance(values, Tensor) else values)
-    if targets.ndim != 1 or targets.is_floating_point() or targets.dtype == torch.bool:
-        raise ValueError(f"dataset targets must be 1-D integer class labels, got {targets.dtype} {tuple(targets.shape)}")
-    return targets.long()
+def as_labels(values: Any, name: str, length: Optional[int] = None) -> Tensor:
+    """``values`` (tensor, array or sequence of ints) as a 1-D long tensor, else a ValueError naming ``name``."""
+    labels = values if isinstance(values, Tensor) else torch.as_tensor(np.asarray(values))
+    if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be 1-D integer class labels, got {labels.dtype} of shape {tuple(labels.shape)}")
+    if length is not None and len(labels) != length:
+        raise ValueError(f"{name} must have shape ({length},) (one label per image), got {tuple(labels.shape)}")
+    return labels.long()
 
 
 class ClassIndex:
@@ -89,13 +92,15 @@ class ClassIndex:
     def other_positive(self, anchors: Tensor, generator: torch.Generator) -> Tensor:
         """For each anchor, a uniformly drawn other item of its class (classes need >= 2 items)."""
         cls = self.class_of[anchors]
-        draw = (torch.rand(len(anchors), generator=generator, dtype=torch.float64) * (self.counts[cls] - 1)).long()
+        uniform = torch.rand(len(anchors), generator=generator, dtype=torch.float64)
+        draw = (uniform * (self.counts[cls] - 1)).long()
         draw += draw >= self.rank_in_class[anchors]  # skip the anchor itself
         return self.order[self.starts[cls] + draw]
 
     def negative(self, anchors: Tensor, generator: torch.Generator) -> Tensor:
         """For each anchor, a uniformly drawn item of any other class (needs >= 2 classes)."""
         cls = self.class_of[anchors]
-        draw = (torch.rand(len(anchors), generator=generator, dtype=torch.float64) * (len(self) - self.counts[cls])).long()
+        uniform = torch.rand(len(anchors), generator=generator, dtype=torch.float64)
+        draw = (uniform * (len(self) - self.counts[cls])).long()
         draw += (draw >= self.starts[cls]) * self.counts[cls]  # jump over the anchor's class block
         return self.order[draw]

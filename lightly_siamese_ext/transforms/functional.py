@@ -12,7 +12,7 @@ equals torchvision's op applied image by image (the tests check this).
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,14 @@ _LUMA = (0.2989, 0.587, 0.114)
 # usual (5, 3, 1), minus 2 to centre the triangle wave of adjust_hue on zero.
 _HUE_OFFSETS = (3.0, 1.0, -1.0)
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
+
+# Hands out the temporaries of the ops below: (name, shape, dtype, device) -> tensor. The default
+# allocates; BatchedSimSiamTransform passes a Workspace that keeps them between calls on the CPU.
+Allocator = Callable[[str, Tuple[int, ...], torch.dtype, torch.device], Tensor]
+
+
+def fresh(name: str, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def check_image_batch(images: object, name: str = "images") -> Tensor:
@@ -81,10 +89,11 @@ def to_float_images(images: Tensor) -> Tensor:
     return images.to(torch.float32)
 
 
-def rgb_to_grayscale(images: Tensor) -> Tensor:
-    """Luma of float RGB images: ``(B, 3, H, W)`` -> ``(B, 1, H, W)``."""
+def rgb_to_grayscale(images: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """Luma of float RGB images: ``(B, 3, H, W)`` -> ``(B, 1, H, W)`` (into ``out`` if given)."""
     r, g, b = images.unbind(dim=1)
-    return r.mul(_LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).unsqueeze_(1)
+    luma = torch.mul(r, _LUMA[0]) if out is None else torch.mul(r, _LUMA[0], out=out.view_as(r))
+    return luma.add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).unsqueeze(1)
 
 
 def random_resized_crop_params(
@@ -117,7 +126,7 @@ def random_resized_crop_params(
     w = torch.sqrt(target_area * aspect).round_()
     h = torch.sqrt(target_area / aspect).round_()
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first fitting attempt
+    first = fits.int().argmax(dim=1, keepdim=True)  # index of the first fitting attempt
     w = w.gather(1, first).squeeze_(1)
     h = h.gather(1, first).squeeze_(1)
 
@@ -170,9 +179,9 @@ def resized_crop(
     """Crops ``boxes`` and resizes them to ``size`` (bilinear, antialiased), optionally flipped.
 
     Equals ``torchvision.transforms.v2.functional.resized_crop(..., antialias=True)``
-    followed by the flips, per sample. Done as two batched matrix products (rows,
-    then columns) with the channels stacked beside the columns, so a whole batch of
-    different crops costs two ``bmm`` calls.
+    followed by the flips, per sample. Done as two batched matrix products (columns,
+    then rows) with per-sample resampling matrices, so a whole batch of different
+    crops costs two ``bmm`` calls.
 
     Args:
         images: (B, C, H, W) uint8 (read as value / 255) or float images.
@@ -181,22 +190,42 @@ def resized_crop(
         horizontal_flip, vertical_flip: optional (B,) bool, flip these samples.
 
     Returns:
-        (B, C, size_h, size_w) float32; laid out in memory as (B, size_h, C, size_w)
-        (call ``.contiguous()`` where a standard layout matters).
+        (B, C, size_h, size_w) float32, a new tensor.
     """
     out_h, out_w = (size, size) if isinstance(size, int) else size
-    batch, channels, height, width = images.shape
-    _check_per_sample(boxes, "boxes", batch, (4,))
+    _check_per_sample(boxes, "boxes", images.shape[0], (4,))
+    return _resized_crop(images, boxes, out_h, out_w, horizontal_flip, vertical_flip, fresh)
+
+
+def _resized_crop(
+    images: Tensor,
+    boxes: Tensor,
+    out_h: int,
+    out_w: int,
+    horizontal_flip: Optional[Tensor],
+    vertical_flip: Optional[Tensor],
+    alloc: Allocator,
+) -> Tensor:
+    """``resized_crop`` where ``boxes`` may hold several crops per image: ``boxes[v * B + b]`` crops image ``b``."""
+    views = boxes.shape[0] // images.shape[0]
+    _, channels, height, width = images.shape
+    batch, device = boxes.shape[0], images.device
     rows = _resize_weights(boxes[:, 0], boxes[:, 2], height, out_h, vertical_flip)
     cols = _resize_weights(boxes[:, 1], boxes[:, 3], width, out_w, horizontal_flip)
     if images.dtype == torch.uint8:
         rows = rows.mul_(1.0 / 255.0)
-    # One copy converts to float32 and moves channels beside the columns: (B, H, C, W).
-    stacked = torch.empty(batch, height, channels, width, dtype=torch.float32, device=images.device)
-    stacked.copy_(images.permute(0, 2, 1, 3))
-    resized = torch.bmm(rows, stacked.view(batch, height, channels * width))  # (B, out_h, C * W)
-    resized = torch.bmm(resized.view(batch, out_h * channels, width), cols.transpose(1, 2))
-    return resized.view(batch, out_h, channels, out_w).permute(0, 2, 1, 3)
+    # One copy converts to float32 and tiles the views; the channels ride along in the matrix rows.
+    stacked = alloc("crop.input", (batch, channels * height, width), torch.float32, device)
+    stacked.view(views, -1, channels, height, width).copy_(images.expand(views, -1, -1, -1, -1))
+    resized_cols = alloc("crop.cols", (batch, channels * height, out_w), torch.float32, device)
+    resized_cols = torch.bmm(stacked, cols.transpose(1, 2), out=resized_cols)
+    # Rows: one (out_h, H) matrix per sample, repeated per channel so the result comes out (B, C, out_h, out_w).
+    rows_per_channel = alloc("crop.rows", (batch, channels, out_h, height), torch.float32, device)
+    rows_per_channel.copy_(rows.unsqueeze(1).expand(-1, channels, -1, -1))
+    out = torch.bmm(
+        rows_per_channel.view(batch * channels, out_h, height), resized_cols.view(batch * channels, height, out_w)
+    )
+    return out.view(batch, channels, out_h, out_w)
 
 
 def horizontal_flip(images: Tensor, apply: Tensor) -> Tensor:
@@ -277,26 +306,29 @@ def adjust_hue(images: Tensor, factors: Tensor, inplace: bool = False) -> Tensor
     """
     _check_per_sample(factors, "factors", images.shape[0])
     out = images if inplace else images.clone()
-    r, g, b = out.unbind(dim=1)
-    maxc = torch.maximum(r, g)
-    maxc = torch.maximum(maxc, b, out=maxc)
-    chroma = torch.minimum(r, g)
-    chroma = torch.sub(maxc, torch.minimum(chroma, b, out=chroma), out=chroma)
+    _adjust_hue_(out, factors, fresh)
+    return out
+
+
+def _adjust_hue_(images: Tensor, factors: Tensor, alloc: Allocator) -> None:
+    r, g, b = images.unbind(dim=1)
+    planes = [alloc(f"hue.{i}", tuple(r.shape), images.dtype, images.device) for i in range(6)]
+    maxc, chroma, red_max, green_max, blue_case, scratch = planes
+    maxc = torch.maximum(torch.maximum(r, g, out=maxc), b, out=maxc)
+    chroma = torch.sub(maxc, torch.minimum(torch.minimum(r, g, out=chroma), b, out=chroma), out=chroma)
     # Which channel holds the maximum, with torchvision's precedence red, green, blue (0/1 planes).
-    red_max = torch.eq(r, maxc, out=torch.empty_like(maxc))
-    green_max = torch.eq(g, maxc, out=torch.empty_like(maxc)).sub_(red_max).clamp_(min=0.0)
+    red_max = torch.eq(r, maxc, out=red_max)
+    green_max = torch.eq(g, maxc, out=green_max).sub_(red_max).clamp_(min=0.0)
     # Hue in sixths of a turn, times C: (g - b), 2C + (b - r) or 4C + (r - g) by the max channel.
-    blue_case = torch.sub(r, g).add_(chroma, alpha=4.0)
-    hue6 = torch.sub(g, b).sub_(blue_case).mul_(red_max)
-    scratch = torch.sub(b, r).add_(chroma, alpha=2.0).sub_(blue_case).mul_(green_max)
-    hue6 = hue6.add_(scratch).add_(blue_case)
+    blue_case = torch.sub(r, g, out=blue_case).add_(chroma, alpha=4.0)
+    green_case = torch.sub(b, r, out=scratch).add_(chroma, alpha=2.0).sub_(blue_case).mul_(green_max)
+    hue6 = torch.sub(g, b, out=green_max).sub_(blue_case).mul_(red_max).add_(green_case).add_(blue_case)
     inverse = torch.clamp(chroma, min=1e-12, out=red_max).reciprocal_()  # gray pixels: hue6 = 0 * (1 / eps)
-    hue6 = hue6.mul_(inverse).add_(factors.to(out.dtype).view(-1, 1, 1), alpha=6.0)
+    hue6 = hue6.mul_(inverse).add_(factors.to(images.dtype).view(-1, 1, 1), alpha=6.0)
     hue6 = hue6.sub_(torch.mul(hue6, 1.0 / 6.0, out=scratch).round_().mul_(6.0))  # wrap to [-3, 3]
     for channel, offset in enumerate(_HUE_OFFSETS):
         ramp = torch.add(hue6, offset, out=scratch).abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
-        torch.addcmul(maxc, chroma, ramp, value=-1.0, out=out[:, channel])
-    return out
+        torch.addcmul(maxc, chroma, ramp, value=-1.0, out=images[:, channel])
 
 
 def color_jitter(
@@ -329,20 +361,25 @@ def color_jitter(
         _check_per_sample(value, name, batch)
     _check_per_sample(order, "order", batch, (4,))
     out = images if inplace else images.clone()
-    factors = torch.stack((brightness, contrast, saturation, torch.ones_like(brightness)), dim=1).to(out.dtype)
-    hue_position = (order == HUE).to(torch.uint8).argmax(dim=1)
+    _color_jitter_(out, torch.stack((brightness, contrast, saturation), dim=1), hue, order, fresh)
+    return out
+
+
+def _color_jitter_(images: Tensor, blend_factors: Tensor, hue: Tensor, order: Tensor, alloc: Allocator) -> None:
+    """``color_jitter`` in place; ``blend_factors`` (B, 3) holds brightness, contrast, saturation."""
+    factors = torch.cat((blend_factors, torch.ones_like(blend_factors[:, :1])), dim=1).to(images.dtype)
+    hue_position = (order == HUE).int().argmax(dim=1)
     for before_hue, positions in ((True, (0, 1, 2)), (False, (1, 2, 3))):
         for position in positions:
             op = order[:, position]
             active = (position < hue_position) if before_hue else (position > hue_position)
             factor = factors.gather(1, op.unsqueeze(1)).squeeze(1)  # the hue column is 1: no blend
-            _blend_round_(out, op, factor.where(active, 1.0))
+            _blend_round_(images, op, factor.where(active, 1.0), alloc)
         if before_hue:
-            adjust_hue(out, hue, inplace=True)
-    return out
+            _adjust_hue_(images, hue, alloc)
 
 
-def _blend_round_(images: Tensor, op: Tensor, factors: Tensor) -> None:
+def _blend_round_(images: Tensor, op: Tensor, factors: Tensor, alloc: Allocator) -> None:
     """One jitter round, in place: per sample, brightness / contrast / saturation by ``op`` (B,).
 
     The target is ``(1 - f) * (a * gray + b * mean(gray))`` with per-sample 0/1
@@ -352,20 +389,30 @@ def _blend_round_(images: Tensor, op: Tensor, factors: Tensor) -> None:
     f = _per_sample(factors, images)
     gray_weight = (op == SATURATION).to(images.dtype).view(-1, 1, 1, 1) * (1.0 - f)
     mean_weight = (op == CONTRAST).to(images.dtype).view(-1, 1, 1, 1) * (1.0 - f)
-    gray = rgb_to_grayscale(images)
+    gray = rgb_to_grayscale(images, out=_gray_plane(images, alloc))
     target = gray.mean(dim=(-2, -1), keepdim=True).mul_(mean_weight)
     target = gray.mul_(gray_weight).add_(target)
-    images.mul_(f).add_(target).clamp_(0.0, 1.0)
+    torch.addcmul(target, images, f, out=images).clamp_(0.0, 1.0)
+
+
+def _gray_plane(images: Tensor, alloc: Allocator) -> Tensor:
+    batch, _, height, width = images.shape
+    return alloc("gray", (batch, 1, height, width), images.dtype, images.device)
 
 
 def grayscale(images: Tensor, apply: Tensor, inplace: bool = False) -> Tensor:
     """Replaces the samples where ``apply`` (B,) is True by their luma on all 3 channels."""
     _check_per_sample(apply, "apply", images.shape[0])
     out = images if inplace else images.clone()
-    weight = apply.to(out.dtype).view(-1, 1, 1, 1)
+    _grayscale_(out, apply, fresh)
+    return out
+
+
+def _grayscale_(images: Tensor, apply: Tensor, alloc: Allocator) -> None:
+    weight = apply.to(images.dtype).view(-1, 1, 1, 1)
     # x * 0 + gray * 1 and x * 1 + gray * 0 are exact: no torch.where over the images.
-    gray = rgb_to_grayscale(out).mul_(weight)
-    return out.mul_(1.0 - weight).add_(gray)
+    gray = rgb_to_grayscale(images, out=_gray_plane(images, alloc)).mul_(weight)
+    images.mul_(1.0 - weight).add_(gray)
 
 
 def _blur_matrix(sigmas: Tensor, size: int, kernel_size: int) -> Tensor:
@@ -406,13 +453,16 @@ def gaussian_blur(images: Tensor, sigmas: Tensor, kernel_size: int) -> Tensor:
 def normalize(
     images: Tensor, mean: Sequence[float], std: Sequence[float], out: Optional[Tensor] = None
 ) -> Tensor:
-    """``(images - mean) / std`` per channel, into ``out`` if given (may be ``images``)."""
+    """``(images - mean) / std`` per channel, into ``out`` if given (may be ``images``).
+
+    Per-channel scalar ops: no constant tensor is copied to the device (which would
+    wait for the device's queued work).
+    """
     if len(mean) != images.shape[1] or len(std) != images.shape[1]:
         raise ValueError(
             f"mean and std must have one value per channel ({images.shape[1]}), got {len(mean)} and {len(std)}"
         )
-    scale = 1.0 / torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    shift = -torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1) * scale
-    if out is None:
-        return torch.addcmul(shift, images, scale)
-    return torch.addcmul(shift, images, scale, out=out)
+    out = torch.empty_like(images) if out is None else out
+    for channel, (m, s) in enumerate(zip(mean, std)):
+        torch.mul(images[:, channel], 1.0 / s, out=out[:, channel]).sub_(m / s)
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from numbers import Real
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 
 from lightly_siamese_ext._validation import check_positive_int
 from lightly_siamese_ext.transforms import functional as BF
+from lightly_siamese_ext.transforms._workspace import Workspace
 
 __all__ = ["BatchedSimSiamTransform"]
 
@@ -71,7 +73,8 @@ class BatchedSimSiamTransform(nn.Module):
             counter-clockwise.
         normalize: dict with "mean" and "std", or None for [0, 1] outputs.
         seed: seeds the generator used when ``forward`` is not given one (one
-            generator per device).
+            generator per device). Under DDP, ``seed + rank`` gives each rank its own
+            stream.
 
     Input: (B, 3, H, W) uint8 (0..255) or float (0..1), on any device.
     Output: list of two float32 tensors (B, 3, input_size, input_size).
@@ -137,6 +140,13 @@ class BatchedSimSiamTransform(nn.Module):
         self.normalize = normalize
         self.seed = int(seed)
         self._generators: Dict[str, torch.Generator] = {}
+        self._workspaces: Dict[int, Workspace] = {}  # per thread, CPU temporaries kept between calls
+
+    def __getstate__(self) -> Dict[str, object]:
+        # Pickled copies (e.g. for DataLoader workers) start with fresh generators and no buffers.
+        state = self.__dict__.copy()
+        state["_generators"], state["_workspaces"] = {}, {}
+        return state
 
     def generator(self, device: torch.device) -> torch.Generator:
         """This module's generator on ``device``, created from ``seed`` on first use."""
@@ -164,14 +174,11 @@ class BatchedSimSiamTransform(nn.Module):
         def coin(p: float) -> Tensor:
             return torch.rand(n, device=device, generator=gen) < p
 
+        alloc = self._workspaces.setdefault(threading.get_ident(), Workspace()) if device.type == "cpu" else BF.fresh
         boxes = BF.random_resized_crop_params(n, height, width, self.scale, generator=gen, device=device)
-        x = BF.resized_crop(
-            images.repeat(2, 1, 1, 1),
-            boxes,
-            self.input_size,
-            horizontal_flip=coin(self.hf_prob) if self.hf_prob > 0 else None,
-            vertical_flip=coin(self.vf_prob) if self.vf_prob > 0 else None,
-        )
+        flip_h = coin(self.hf_prob) if self.hf_prob > 0 else None
+        flip_v = coin(self.vf_prob) if self.vf_prob > 0 else None
+        x = BF._resized_crop(images, boxes, self.input_size, self.input_size, flip_h, flip_v, alloc)
         if images.dtype != torch.uint8:
             x = x.clamp_(0.0, 1.0)  # float inputs may overshoot [0, 1] by rounding
 
@@ -185,31 +192,27 @@ class BatchedSimSiamTransform(nn.Module):
         if self.cj_prob > 0:
             jitter = coin(self.cj_prob)
             one, zero = torch.ones(n, device=device), torch.zeros(n, device=device)
-            x = BF.color_jitter(
+            ranges = (self.brightness, self.contrast, self.saturation)
+            blend_factors = torch.stack([torch.where(jitter, uniform(*bounds), one) for bounds in ranges], dim=1)
+            BF._color_jitter_(
                 x,
-                brightness=torch.where(jitter, uniform(*self.brightness), one),
-                contrast=torch.where(jitter, uniform(*self.contrast), one),
-                saturation=torch.where(jitter, uniform(*self.saturation), one),
+                blend_factors,
                 hue=torch.where(jitter, uniform(*self.hue), zero),
                 order=torch.rand(n, 4, device=device, generator=gen).argsort(dim=1),
-                inplace=True,
+                alloc=alloc,
             )
 
         if self.random_gray_scale > 0:
-            x = BF.grayscale(x, coin(self.random_gray_scale), inplace=True)
+            BF._grayscale_(x, coin(self.random_gray_scale), alloc)
 
         if self.gaussian_blur > 0:
             blur = coin(self.gaussian_blur)
             sigma = torch.where(blur, uniform(*self.sigmas), torch.zeros(n, device=device))
             x = BF.gaussian_blur(x, sigma, self.blur_kernel_size)
 
-        # The last op writes a fresh, contiguous (2B, 3, S, S) tensor: the views handed out.
-        out = torch.empty(x.shape, dtype=torch.float32, device=device)
         if self.normalize is not None:
-            out = BF.normalize(x, self.normalize["mean"], self.normalize["std"], out=out)
-        else:
-            out.copy_(x)
-        return list(out.chunk(2, dim=0))
+            x = BF.normalize(x, self.normalize["mean"], self.normalize["std"], out=x)
+        return list(x.chunk(2, dim=0))  # x is a fresh (2B, 3, S, S) tensor: the crop's output
 
     def extra_repr(self) -> str:
         return (

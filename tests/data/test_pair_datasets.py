@@ -6,7 +6,9 @@ from collections import Counter
 import pytest
 import torch
 from lightly.data import LightlyDataset, MultiViewCollate
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torchvision.datasets import ImageFolder
 
 from lightly_siamese_ext.data import PairDataset, TripletDataset, read_targets
 
@@ -145,6 +147,18 @@ def test_lightly_dataset_filenames_become_the_names() -> None:
     assert data.loads == 0  # targets read through LightlyDataset.dataset
     (x0, x1), _, names = pairs[7]
     assert names == ("img_7.png", f"img_{int(x1)}.png")
+
+
+def test_imagefolder_paths_become_the_names(tmp_path) -> None:
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(2):
+            Image.new("RGB", (4, 4), color=(60 * i, 0, 0)).save(tmp_path / label / f"{i}.png")
+    folder = ImageFolder(str(tmp_path))
+    pairs = PairDataset(folder, positive_fraction=1.0, transform=lambda image: image.size)
+    (x0, x1), y, (name0, name1) = pairs[0]
+    assert x0 == x1 == (4, 4) and y == 1
+    assert name0 == str(tmp_path / "a" / "0.png") and name1 == str(tmp_path / "a" / "1.png")
 
 
 def test_single_sample_class_or_single_class_is_a_clear_error() -> None:

@@ -97,8 +97,10 @@ def test_grayscale_flips_and_rotate90_match_torchvision(images: torch.Tensor) ->
     apply = torch.tensor([True, False, True, True, False, False])
     gray = per_sample(lambda img, a: TF.rgb_to_grayscale(img, 3) if a else img, images, apply)
     torch.testing.assert_close(BF.grayscale(images, apply), gray, atol=ATOL, rtol=0)
-    assert torch.equal(BF.horizontal_flip(images, apply), per_sample(lambda i, a: TF.horizontal_flip(i) if a else i, images, apply))
-    assert torch.equal(BF.vertical_flip(images, apply), per_sample(lambda i, a: TF.vertical_flip(i) if a else i, images, apply))
+    hflip = per_sample(lambda img, a: TF.horizontal_flip(img) if a else img, images, apply)
+    vflip = per_sample(lambda img, a: TF.vertical_flip(img) if a else img, images, apply)
+    assert torch.equal(BF.horizontal_flip(images, apply), hflip)
+    assert torch.equal(BF.vertical_flip(images, apply), vflip)
     square = images[..., :20]
     assert torch.equal(BF.rotate90(square, apply), per_sample(lambda i, a: TF.rotate(i, 90) if a else i, square, apply))
 
@@ -117,7 +119,9 @@ def test_rotate_matches_torchvision_nearest() -> None:
 def test_gaussian_blur_matches_torchvision(images: torch.Tensor) -> None:
     sigmas = torch.tensor([0.0, 0.1, 0.5, 1.0, 2.0, 1.7])
     kernel = 2 * math.ceil(3 * 2.0) + 1
-    expected = per_sample(lambda img, s: TF.gaussian_blur(img, [kernel, kernel], [s.item()] * 2) if s > 0 else img, images, sigmas)
+    expected = per_sample(
+        lambda img, s: TF.gaussian_blur(img, [kernel, kernel], [s.item()] * 2) if s > 0 else img, images, sigmas
+    )
     torch.testing.assert_close(BF.gaussian_blur(images, sigmas, kernel), expected, atol=ATOL, rtol=0)
 
 
