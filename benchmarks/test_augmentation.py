@@ -10,60 +10,35 @@ Images: the first few thousand of the shared CIFAR-10 JPEG copy when ``../shared
 from __future__ import annotations
 
 import os
-import tarfile
-from pathlib import Path
 from typing import Callable, Iterator, List
 
 import numpy as np
 import pytest
 import torch
 from _bench import run_benchmark
+from _data import cifar_images, tiled
 from lightly.transforms import SimSiamTransform
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from lightly_siamese_ext.data import GPUResidentLoader
+from lightly_siamese_ext.data import ArrayImageDataset, GPUResidentLoader
 from lightly_siamese_ext.transforms import BatchedSimSiamTransform
 
 AREA = "augmentation"
 REFERENCE = "lightly SimSiamTransform, DataLoader"
-SHARED_CIFAR10 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10" / "train.tar.gz"
 CPU_IMAGES, SMOKE_IMAGES, GPU_IMAGES = 2560, 256, 50_000
 BATCH = 256
 CORES = os.cpu_count() or 1
 CASE_CPU = f"cpu, {CORES} cores, B={BATCH}, 32x32"
 
 
-def _cifar_images(count: int) -> np.ndarray:
-    """(count, 32, 32, 3) uint8: the first ``count`` shared CIFAR-10 JPEGs, or random pixels without them."""
-    if not SHARED_CIFAR10.exists():
-        return np.random.default_rng(0).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
-    images = []
-    with tarfile.open(SHARED_CIFAR10, "r:gz") as archive:
-        for member in archive:
-            if member.isfile() and member.name.endswith(".jpg"):
-                with Image.open(archive.extractfile(member)) as image:  # type: ignore[arg-type]
-                    images.append(np.asarray(image.convert("RGB")))
-                if len(images) == count:
-                    break
-    return np.stack(images)
-
-
 @pytest.fixture(scope="module")
-def cifar_images() -> np.ndarray:
-    return _cifar_images(CPU_IMAGES)
+def cifar_sample() -> np.ndarray:
+    return cifar_images(CPU_IMAGES)
 
 
-class _PILImages(Dataset):
-    def __init__(self, images: np.ndarray, transform: Callable) -> None:
-        self.images = [Image.fromarray(image) for image in images]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        return self.transform(self.images[index]), 0
+def _pil_dataset(images: np.ndarray, transform: Callable) -> ArrayImageDataset:
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2)
+    return ArrayImageDataset(tensor, torch.zeros(len(images), dtype=torch.long), transform=transform)
 
 
 def _drain(batches: Iterator) -> int:
@@ -84,11 +59,11 @@ def _batched(images: torch.Tensor, transform: BatchedSimSiamTransform) -> Callab
 
 
 @pytest.mark.parametrize("impl", ["ours", "reference"])
-def test_augmentation_cpu(benchmark, cifar_images: np.ndarray, impl: str) -> None:
-    images = cifar_images[:SMOKE_IMAGES] if benchmark.disabled else cifar_images
+def test_augmentation_cpu(benchmark, cifar_sample: np.ndarray, impl: str) -> None:
+    images = cifar_sample[:SMOKE_IMAGES] if benchmark.disabled else cifar_sample
     if impl == "reference":
         loader = DataLoader(
-            _PILImages(images, SimSiamTransform(input_size=32, gaussian_blur=0.0)),
+            _pil_dataset(images, SimSiamTransform(input_size=32, gaussian_blur=0.0)),
             batch_size=BATCH,
             num_workers=CORES,
             persistent_workers=True,  # worker start-up is paid in the warm-up round, not timed
@@ -108,8 +83,8 @@ def test_augmentation_cpu(benchmark, cifar_images: np.ndarray, impl: str) -> Non
         torch.set_num_threads(threads)
 
 
-def test_augmentation_cpu_one_thread(benchmark, cifar_images: np.ndarray) -> None:
-    images = cifar_images[:SMOKE_IMAGES] if benchmark.disabled else cifar_images
+def test_augmentation_cpu_one_thread(benchmark, cifar_sample: np.ndarray) -> None:
+    images = cifar_sample[:SMOKE_IMAGES] if benchmark.disabled else cifar_sample
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -124,10 +99,9 @@ def test_augmentation_cpu_one_thread(benchmark, cifar_images: np.ndarray) -> Non
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch", [512, 4096])
-def test_augmentation_gpu_epoch(benchmark, cuda_device, cifar_images: np.ndarray, batch: int) -> None:
+def test_augmentation_gpu_epoch(benchmark, cuda_device, cifar_sample: np.ndarray, batch: int) -> None:
     # A 50,000-image epoch, device-resident (the CPU sample tiled), augmented batch by batch on the GPU.
-    reps = -(-GPU_IMAGES // len(cifar_images))
-    images = np.concatenate([cifar_images] * reps)[:GPU_IMAGES]
+    images = tiled(cifar_sample, GPU_IMAGES)
     transform = BatchedSimSiamTransform(input_size=32, gaussian_blur=0.0)
     loader = GPUResidentLoader.from_numpy(images, np.zeros(len(images), dtype=np.int64), batch, device=cuda_device,
                                           transform=transform, num_replicas=1, rank=0)

@@ -74,7 +74,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="where decoded images are cached as .npy (default: <data-dir>/.lse_cache)")
     data.add_argument("--holdout-per-class", type=int, default=500,
                       help="images per class held out for evaluation when the data has no test split")
-    data.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
+    data.add_argument("--subset", type=int, default=None,
+                      help="train on N training images drawn at random (seeded); they are also the kNN bank")
     data.add_argument("--pipeline", choices=["batched", "lightly"], default="batched",
                       help="batched augmentation on the training device, or Lightly's SimSiamTransform + DataLoader")
     data.add_argument("--num-workers", type=int, default=None,
@@ -143,7 +144,9 @@ def load_splits(args: argparse.Namespace) -> Splits:
         return splits
     if not 0 < args.subset <= len(splits.train.labels):
         raise ValueError(f"--subset must be in [1, {len(splits.train.labels)}], got {args.subset}")
-    return replace(splits, train=subset(splits.train, torch.arange(args.subset)))
+    # A seeded random subset: dataset order is often sorted by class.
+    order = torch.randperm(len(splits.train.labels), generator=torch.Generator().manual_seed(args.seed))
+    return replace(splits, train=subset(splits.train, order[: args.subset].sort().values))
 
 
 def resolve_defaults(args: argparse.Namespace, embedded: bool) -> None:
