@@ -1,0 +1,32 @@
+"""Pairwise-margin losses for siamese and metric-learning training, with in-batch mining.
+
+- :class:`ContrastiveLoss`: Hadsell et al. 2006, on given pairs or on all pairs of a labelled batch.
+- :class:`TripletLoss`: FaceNet / Hermans et al., on given triplets or mined (batch_all, batch_hard, semi_hard).
+- :mod:`.mining`: the mining functions, returning index tensors, for custom losses.
+- :mod:`.distances`: paired and pairwise distances with a square root that is safe at zero.
+"""
+
+from lightly_siamese_ext.losses.contrastive import ContrastiveLoss
+from lightly_siamese_ext.losses.distances import (
+    DISTANCES,
+    DistanceMatrix,
+    paired_distances,
+    pairwise_distances,
+    safe_sqrt,
+)
+from lightly_siamese_ext.losses.mining import MINING, mine_batch_all, mine_batch_hard, mine_semi_hard
+from lightly_siamese_ext.losses.triplet import TripletLoss
+
+__all__ = [
+    "DISTANCES",
+    "MINING",
+    "ContrastiveLoss",
+    "DistanceMatrix",
+    "TripletLoss",
+    "mine_batch_all",
+    "mine_batch_hard",
+    "mine_semi_hard",
+    "paired_distances",
+    "pairwise_distances",
+    "safe_sqrt",
+]

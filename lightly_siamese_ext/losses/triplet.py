@@ -1,0 +1,222 @@
+"""Triplet loss with in-batch mining (FaceNet; Hermans et al.)."""
+
+from __future__ import annotations
+
+from typing import Tuple, overload
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightly_siamese_ext.losses._checks import (
+    check_choice,
+    check_embeddings,
+    check_labels,
+    check_margin,
+    check_same_shape,
+)
+from lightly_siamese_ext.losses._common import REDUCTIONS, full_precision, gather_batch, reduce_losses
+from lightly_siamese_ext.losses.distances import (
+    DISTANCES,
+    ORDERING_SCORE_BOUND,
+    DistanceMatrix,
+    add_ordering_scores_,
+    distances_to_rows,
+    paired_distances,
+)
+from lightly_siamese_ext.losses.mining import (
+    MINING,
+    hardest_pairs,
+    label_offsets,
+    positive_pair_chunks,
+    same_label_mask,
+    semi_hard_window,
+)
+
+MEAN_OVER = ("valid", "active")
+
+
+class TripletLoss(nn.Module):
+    """Triplet loss ``max(d(a, p) - d(a, n) + margin, 0)`` (Schroff et al., 2015), or with ``soft_margin=True``
+    ``softplus(d(a, p) - d(a, n))`` (Hermans et al., 2017), for explicit triplets or mined from a labelled batch.
+
+    - ``loss(anchor, positive, negative)``: explicit triplets, each (B, D).
+    - ``loss(embeddings, labels)``: embeddings (B, D) and integer labels (B,); the triplets are mined in the batch
+      (see :mod:`lightly_siamese_ext.losses.mining` for the definitions):
+
+      - ``"batch_hard"``: per anchor, its farthest positive and closest negative (anchors without a positive or a
+        negative are skipped). Time O(B^2 D), memory O(B^2); the backward pass touches only the 2B chosen pairs.
+      - ``"batch_all"``: every valid triplet.
+      - ``"semi_hard"``: every triplet with ``d(a, p) < d(a, n) < d(a, p) + margin`` (the FaceNet definition;
+        the same set as pytorch-metric-learning's ``TripletMarginMiner("semihard")``). Needs ``margin > 0``.
+
+      For ``batch_all`` and ``semi_hard`` no (B, B, B) tensor is formed: the P positive pairs (P = B (K - 1) with
+      K samples per class) are processed in chunks of at most
+      :data:`~lightly_siamese_ext.losses.mining.CHUNK_ELEMENTS` (pair, negative) elements, so time is O(P B)
+      and memory is a few B x B matrices plus a few chunks (8 MiB each in float32), whatever B. Listing the
+      positive pairs is one host sync on CUDA. The backward pass is two (B, B) x (B, D) matrix products.
+
+    Reduction: ``"mean"`` divides the summed loss by the number of mined triplets (``mean_over="valid"``: all of
+    them, i.e. all valid anchors for batch_hard, all valid triplets for batch_all) or by those with a positive loss
+    (``mean_over="active"``: Hermans et al.'s "BA != 0", which works better for batch_all, and what
+    pytorch-metric-learning's default ``AvgNonZeroReducer`` does). With the soft margin every term is positive;
+    semi-hard triplets are active by definition. ``"sum"`` sums; ``"none"`` returns per-triplet losses (B,) for
+    explicit triplets and per-anchor sums (B,) for the labelled form (0 for anchors without triplets), so that
+    ``"sum"`` equals the sum of ``"none"``. A batch without any triplet gives an exact 0 that is still connected
+    to the graph (``backward()`` works and gives zero gradients).
+
+    Computation is in float32 (float64 inputs stay float64), also under ``torch.autocast``.
+
+    Args:
+        margin: Margin of the hinge (>= 0); FaceNet uses 0.2 on L2-normalised embeddings. With ``soft_margin`` it
+            only sets the semi-hard window.
+        mining: ``"batch_hard"``, ``"batch_all"`` or ``"semi_hard"``, for the labelled form.
+        distance: ``"euclidean"``, ``"squared_euclidean"`` or ``"cosine"`` (1 - cosine similarity).
+        soft_margin: Use ``softplus(d(a, p) - d(a, n))`` instead of the hinge.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        mean_over: ``"valid"`` or ``"active"``: what ``"mean"`` divides by (see above).
+        gather_distributed: Gather embeddings and labels from all ranks (``lightly.utils.dist.gather``, which keeps
+            gradients) and compute the loss of the global batch on every rank. Ranks must hold equal batch sizes.
+
+    Examples:
+        >>> loss_fn = TripletLoss(margin=0.2, mining="batch_hard")
+        >>> loss = loss_fn(embeddings, labels)           # embeddings (B, D), labels (B,)
+        >>> loss = loss_fn(anchor, positive, negative)   # each (B, D)
+
+    - Schroff et al., FaceNet, 2015, https://arxiv.org/abs/1503.03832
+    - Hermans et al., In Defense of the Triplet Loss for Person Re-Identification, 2017,
+      https://arxiv.org/abs/1703.07737
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        mining: str = "batch_hard",
+        distance: str = "euclidean",
+        soft_margin: bool = False,
+        reduction: str = "mean",
+        mean_over: str = "valid",
+        gather_distributed: bool = False,
+    ) -> None:
+        super().__init__()
+        self.margin = check_margin(margin)
+        self.mining = check_choice(mining, "mining", MINING)
+        self.distance = check_choice(distance, "distance", DISTANCES)
+        self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
+        self.mean_over = check_choice(mean_over, "mean_over", MEAN_OVER)
+        if not isinstance(soft_margin, bool):
+            raise TypeError(f"soft_margin must be a bool, got {type(soft_margin).__name__}")
+        if not isinstance(gather_distributed, bool):
+            raise TypeError(f"gather_distributed must be a bool, got {type(gather_distributed).__name__}")
+        if mining == "semi_hard" and self.margin == 0:
+            raise ValueError("margin must be > 0 with mining='semi_hard' (it is the width of the window), got 0")
+        self.soft_margin = soft_margin
+        self.gather_distributed = gather_distributed
+
+    @overload
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor: ...
+
+    @overload
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor: ...
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        """``(embeddings (B, D), labels (B,))`` or ``(anchor, positive, negative)``, each (B, D) -> the loss:
+        a scalar, or (B,) with ``reduction="none"``."""
+        if len(tensors) == 2:
+            embeddings = check_embeddings(tensors[0], "embeddings")
+            labels = check_labels(tensors[1], embeddings)
+            embeddings, labels = gather_batch((embeddings, labels), self.gather_distributed)
+            with full_precision(embeddings) as dtype:
+                losses, count = self._mined(embeddings.to(dtype), labels)
+                return reduce_losses(losses, count, self.reduction)
+        if len(tensors) == 3:
+            names = ("anchor", "positive", "negative")
+            check_same_shape([check_embeddings(t, name) for t, name in zip(tensors, names)], names)
+            anchor, positive, negative = gather_batch(tensors, self.gather_distributed)
+            with full_precision(anchor) as dtype:
+                anchor, positive, negative = anchor.to(dtype), positive.to(dtype), negative.to(dtype)
+                losses = self._terms(
+                    paired_distances(anchor, positive, self.distance)
+                    - paired_distances(anchor, negative, self.distance)
+                )
+                count = (losses > 0).sum() if self.mean_over == "active" else losses.shape[0]
+                return reduce_losses(losses, count, self.reduction)
+        raise TypeError(
+            "TripletLoss takes (embeddings, labels) or (anchor, positive, negative), "
+            f"got {len(tensors)} tensor arguments"
+        )
+
+    def _terms(self, difference: Tensor) -> Tensor:
+        """Loss of triplets with ``d(a, p) - d(a, n) = difference``."""
+        if self.soft_margin:
+            return F.softplus(difference)
+        return F.relu(difference + self.margin)
+
+    def _mined(self, embeddings: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
+        """Per-anchor summed losses (B,) and the number of triplets the mean divides by."""
+        if embeddings.shape[0] == 0:
+            return embeddings.sum(dim=1) * 0.0, torch.zeros((), dtype=torch.long, device=embeddings.device)
+        if self.mining == "batch_hard":
+            return self._batch_hard(embeddings, labels)
+        same = same_label_mask(labels)
+        matrix = DistanceMatrix(embeddings, self.distance)
+        with torch.no_grad():
+            rows, weights, count = self._sum_over_positive_pairs(matrix.values, same)
+        return matrix.with_gradient(rows, weights), count
+
+    def _batch_hard(self, embeddings: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
+        # Mining without autograd, in one B x B buffer: label offsets, then the ordering scores added in place.
+        shifted = label_offsets(labels, ORDERING_SCORE_BOUND, embeddings.dtype)
+        add_ordering_scores_(shifted, embeddings, self.distance)
+        positive, negative, valid = hardest_pairs(shifted, ORDERING_SCORE_BOUND)
+        # Only the 2B chosen pairs are differentiated: O(B D) work in the backward pass.
+        to_chosen = distances_to_rows(embeddings, torch.stack((positive, negative)), self.distance)
+        losses = self._terms(to_chosen[0] - to_chosen[1])
+        losses = torch.where(valid, losses, 0.0)
+        count = (losses > 0) if self.mean_over == "active" else valid
+        return losses, count.sum()
+
+    def _sum_over_positive_pairs(self, distances: Tensor, same: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Per-anchor loss sums (B,) over the selected triplets, their derivatives (B, B) with respect to the
+        distances, and the number of triplets that count for the mean; positive pairs are processed in chunks.
+
+        Rows are read from a copy of the distances with +inf where the labels agree, so every non-negative drops
+        out of the float arithmetic by itself (hinge, softplus, sigmoid and window all give 0 there): no bool
+        masks in the chunk loop, whose conversions and reductions are slow on the CPU."""
+        rows = torch.zeros_like(distances[0])
+        weights = torch.zeros_like(distances)
+        count = torch.zeros((), dtype=distances.dtype, device=distances.device)
+        candidates = distances.masked_fill(same, float("inf"))
+        semi_hard = self.mining == "semi_hard"
+        for anchor, positive in positive_pair_chunks(same, distances.shape[0]):
+            to_negatives = candidates.index_select(0, anchor)
+            to_positive = distances[anchor, positive].unsqueeze(1)
+            window = semi_hard_window(to_negatives, to_positive, self.margin, distances.dtype) if semi_hard else None
+            if self.soft_margin:
+                difference = to_negatives.neg_().add_(to_positive)
+                losses, slopes = F.softplus(difference), torch.sigmoid(difference)
+                if window is not None:
+                    losses.mul_(window)
+                    slopes.mul_(window)
+                    count += window.sum()
+            else:
+                upper = to_positive + self.margin
+                slopes = torch.lt(to_negatives, upper, out=torch.empty_like(to_negatives))  # active triplets
+                if window is not None:
+                    slopes.mul_(window)
+                losses = to_negatives.neg_().add_(upper).clamp_(min=0.0).mul_(slopes)
+            slope_sums = slopes.sum(dim=1)
+            rows.index_add_(0, anchor, losses.sum(dim=1))
+            weights.index_put_((anchor, positive), slope_sums, accumulate=True)
+            weights.index_add_(0, anchor, slopes, alpha=-1.0)
+            if not self.soft_margin:
+                count += slope_sums.sum()
+        if self.mining == "batch_all" and (self.soft_margin or self.mean_over == "valid"):
+            count = _valid_triplets(same)
+        return rows, weights, count
+
+
+def _valid_triplets(same: Tensor) -> Tensor:
+    """Number of valid triplets: sum over anchors of #positives * #negatives."""
+    same_count = same.sum(dim=1)
+    return ((same_count - 1) * (same.shape[1] - same_count)).sum()
