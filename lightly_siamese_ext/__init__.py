@@ -30,6 +30,15 @@ from lightly_siamese_ext.evaluation import (
     sample_one_shot_trials,
 )
 from lightly_siamese_ext.heads import EmbeddingHead, SimSiamPredictionHead, SimSiamProjectionHead
+from lightly_siamese_ext.losses import (
+    ContrastiveLoss,
+    TripletLoss,
+    mine_batch_all,
+    mine_batch_hard,
+    mine_semi_hard,
+    paired_distances,
+    pairwise_distances,
+)
 from lightly_siamese_ext.models import SiameseNetwork, SimSiam, SimSiamOutput, simsiam_loss
 from lightly_siamese_ext.optim import CosineWarmupScheduler
 from lightly_siamese_ext.transforms import BatchedEvalTransform, BatchedSimSiamTransform
@@ -43,6 +52,7 @@ __all__ = [
     "CIFAR10_STD",
     "CifarResNet",
     "CollapseMonitor",
+    "ContrastiveLoss",
     "CosineWarmupScheduler",
     "EmbeddingHead",
     "GPUResidentLoader",
@@ -55,6 +65,7 @@ __all__ = [
     "SimSiamPredictionHead",
     "SimSiamProjectionHead",
     "TripletDataset",
+    "TripletLoss",
     "create_backbone",
     "extract_features",
     "feature_dim_of",
@@ -66,8 +77,13 @@ __all__ = [
     "load_image_folder",
     "load_image_source",
     "load_train_test",
+    "mine_batch_all",
+    "mine_batch_hard",
+    "mine_semi_hard",
     "n_way_one_shot_accuracy",
     "pair_verification_auc",
+    "paired_distances",
+    "pairwise_distances",
     "read_targets",
     "retrieval_metrics",
     "sample_one_shot_trials",
