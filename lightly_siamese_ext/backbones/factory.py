@@ -11,7 +11,16 @@ import torch.nn as nn
 
 from lightly_siamese_ext._validation import infer_in_chans
 
-__all__ = ["create_backbone", "feature_dim_of"]
+__all__ = ["check_model_name", "create_backbone", "feature_dim_of"]
+
+
+def check_model_name(name: str, argument: str = "name_or_module") -> str:
+    """``name`` if timm knows it, else ``ValueError`` naming ``argument`` and listing close matches."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        raise ValueError(f"{argument}: unknown timm model {name!r}{hint}")
+    return name
 
 
 def create_backbone(
@@ -41,10 +50,7 @@ def create_backbone(
             )
         module = name_or_module
     elif isinstance(name_or_module, str):
-        if not timm.is_model(name_or_module):
-            close = difflib.get_close_matches(name_or_module, timm.list_models(), n=5, cutoff=0.6)
-            hint = f"; close matches: {', '.join(close)}" if close else ""
-            raise ValueError(f"name_or_module: unknown timm model {name_or_module!r}{hint}")
+        check_model_name(name_or_module)
         num_classes = timm_kwargs.pop("num_classes", 0)
         if num_classes != 0:
             raise ValueError(f"num_classes must be 0 for a headless backbone, got {num_classes!r}")

@@ -6,16 +6,14 @@ from typing import Any, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightly_siamese_ext._validation import check_image_batch, check_same_batch_size, infer_in_chans
 from lightly_siamese_ext.backbones import create_backbone
 from lightly_siamese_ext.heads import EmbeddingHead
+from lightly_siamese_ext.losses.distances import DISTANCES, paired_distances
 
 __all__ = ["SiameseNetwork"]
-
-_DISTANCES = ("euclidean", "cosine")
 
 
 class SiameseNetwork(nn.Module):
@@ -30,7 +28,8 @@ class SiameseNetwork(nn.Module):
         embedding_dim: Width of the embedding.
         hidden_dim: Hidden width of the embedding head (defaults to the backbone's feature width).
         normalize: L2-normalise embeddings (unit sphere).
-        distance: What :meth:`distance` computes: ``"euclidean"`` or ``"cosine"`` (1 - cosine similarity).
+        distance: What :meth:`distance` computes: ``"euclidean"``, ``"squared_euclidean"`` or ``"cosine"``
+            (1 - cosine similarity), as in :mod:`lightly_siamese_ext.losses.distances`.
         pretrained: Load timm's pretrained weights for a named backbone.
         **backbone_kwargs: Passed to ``timm.create_model``.
     """
@@ -46,8 +45,8 @@ class SiameseNetwork(nn.Module):
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
-        if distance not in _DISTANCES:
-            raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
         self.backbone, self.feature_dim = create_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
         self.in_chans = infer_in_chans(self.backbone)
         self.embedding_head = EmbeddingHead(self.feature_dim, hidden_dim, embedding_dim, normalize=normalize)
@@ -75,7 +74,4 @@ class SiameseNetwork(nn.Module):
     def distance(self, x0: Tensor, x1: Tensor) -> Tensor:
         """Distance (B,) between the embeddings of paired images (B, C, H, W) under the configured metric."""
         e0, e1 = self(x0, x1)
-        e0, e1 = e0.float(), e1.float()
-        if self.distance_name == "cosine":
-            return 1.0 - F.cosine_similarity(e0, e1, dim=1)
-        return F.pairwise_distance(e0, e1)
+        return paired_distances(e0.float(), e1.float(), self.distance_name)

@@ -65,15 +65,19 @@ def _run_rank(rank: int, world_size: int, backend: str, fn: Worker, args: Tuple[
 
 
 @torch.no_grad()
-def ranks_agree(module: torch.nn.Module, atol: float = 0.0) -> bool:
-    """True when every rank holds the same parameters and buffers as rank 0 (a DDP sanity check).
+def ranks_agree(module: torch.nn.Module, atol: float = 0.0, include_buffers: bool = False) -> bool:
+    """True when every rank holds the same parameters as rank 0 (a DDP sanity check).
+
+    Buffers are compared only with ``include_buffers``: DDP keeps batch-norm running statistics per rank (it
+    broadcasts rank 0's at each forward), so they legitimately differ after the last step unless SyncBN is used.
 
     Broadcasts rank 0's flattened state (one tensor) and compares it on every rank; the verdict is all-reduced, so
     all ranks return the same answer. Without a process group it is trivially True.
     """
     if not dist.is_initialized():
         return True
-    tensors = [t.detach().float().flatten() for t in module.state_dict().values() if t.is_floating_point()]
+    named = module.state_dict() if include_buffers else dict(module.named_parameters())
+    tensors = [t.detach().float().flatten() for t in named.values() if t.is_floating_point()]
     local = torch.cat(tensors)
     reference = local.clone()
     dist.broadcast(reference, src=0)

@@ -15,6 +15,9 @@ def _all_reduce_rank(rank: int, world_size: int, out_dir: str) -> None:
     differs = torch.nn.Linear(3, 2)
     torch.nn.init.constant_(differs.weight, float(rank))
     assert ranks_agree(same) and not ranks_agree(differs)
+    bn = torch.nn.BatchNorm1d(2)
+    bn.running_mean.fill_(float(rank))
+    assert ranks_agree(bn) and not ranks_agree(bn, include_buffers=True)
     torch.save(value, f"{out_dir}/rank{rank}.pt")
 
 

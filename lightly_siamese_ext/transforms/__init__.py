@@ -1,0 +1,7 @@
+"""Batched, device-side augmentations: SimSiam's pipeline for a whole batch, and its per-sample ops."""
+
+from lightly_siamese_ext.transforms import functional
+from lightly_siamese_ext.transforms.eval import BatchedEvalTransform
+from lightly_siamese_ext.transforms.simsiam import BatchedSimSiamTransform
+
+__all__ = ["BatchedEvalTransform", "BatchedSimSiamTransform", "functional"]

@@ -1,0 +1,469 @@
+#!/usr/bin/env python
+"""SimSiam on CIFAR-10 with the paper's recipe (Chen & He, 2020, "Exploring Simple Siamese Representation
+Learning", Appendix D).
+
+    python recipes/simsiam_cifar.py --data-dir ~/data/cifar10          # the paper's recipe: 800 epochs, batch 512
+    python recipes/simsiam_cifar.py --data-dir ~/data/cifar10 --epochs 200
+    python recipes/simsiam_cifar.py --resume                            # continue the run in --out-dir
+    python recipes/simsiam_cifar.py --devices 4 --sync-bn               # DDP, one process per GPU
+    python recipes/simsiam_cifar.py                                     # no data: embedded digits, a smoke run
+
+Defaults are the paper's CIFAR-10 setting: CIFAR ResNet-18, 2-layer 2048-d projector, predictor 2048-512-2048,
+SGD (momentum 0.9, weight decay 5e-4), lr = 0.03 x batch / 256 with a cosine schedule, batch 512, 800 epochs,
+no blur, symmetric negative-cosine loss with stop-gradient. Every default can be overridden (see --help).
+
+Data: --data-dir may hold torchvision's CIFAR-10 folder (cifar-10-batches-py; its test batch is the held-out
+split) or an ImageFolder (then the last --holdout-per-class images of every class are held out). --download
+fetches CIFAR-10 when online. With neither, the recipe falls back to scikit-learn's digits, says so loudly, and
+runs a short smoke configuration.
+
+Pipelines: "batched" (default) keeps the dataset as uint8 on the training device and augments whole batches there
+(GPU when present); "lightly" uses Lightly's SimSiamTransform in a DataLoader, for comparison.
+
+Outputs in --out-dir: metrics.csv, metrics.png, last.pt (every epoch; torch.load(weights_only=True) reads it),
+summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch import Tensor
+
+import lightly_siamese_ext as lse
+from lightly_siamese_ext.backbones import check_model_name
+from lightly_siamese_ext.data import ArrayImageDataset, GPUResidentLoader, ImageArrays, load_train_test, subset
+from lightly_siamese_ext.data import TrainTestSplit as Splits
+from lightly_siamese_ext.evaluation import CollapseMonitor, extract_features, knn_accuracy, linear_probe
+from lightly_siamese_ext.training import (
+    MetricsLog,
+    count_flops,
+    launch,
+    load_checkpoint,
+    save_checkpoint,
+    simsiam_train_step,
+)
+from lightly_siamese_ext.training.distributed import ranks_agree
+from lightly_siamese_ext.transforms import BatchedEvalTransform, BatchedSimSiamTransform
+
+# The paper's CIFAR-10 recipe (Appendix D) and the smoke configuration used on the embedded fallback.
+PAPER = dict(epochs=800, batch_size=512, input_size=32)
+SMOKE = dict(epochs=12, batch_size=256, input_size=16)
+NORMALIZE = {"mean": list(lse.CIFAR10_MEAN), "std": list(lse.CIFAR10_STD)}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", type=Path, default=None,
+                      help="CIFAR-10 (cifar-10-batches-py) or an ImageFolder; absent: embedded digits (smoke run)")
+    data.add_argument("--download", action="store_true", help="download CIFAR-10 into --data-dir when online")
+    data.add_argument("--cache-dir", type=Path, default=None,
+                      help="where decoded images are cached as .npy (default: <data-dir>/.lse_cache)")
+    data.add_argument("--holdout-per-class", type=int, default=500,
+                      help="images per class held out for evaluation when the data has no test split")
+    data.add_argument("--subset", type=int, default=None,
+                      help="train on N training images drawn at random (seeded); they are also the kNN bank")
+    data.add_argument("--pipeline", choices=["batched", "lightly"], default="batched",
+                      help="batched augmentation on the training device, or Lightly's SimSiamTransform + DataLoader")
+    data.add_argument("--num-workers", type=int, default=None,
+                      help="DataLoader workers for --pipeline lightly (default: CPU count)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", default="resnet18_cifar", help="any timm model name")
+    model.add_argument("--proj-layers", type=int, default=2, help="projector depth (2 = CIFAR, 3 = ImageNet)")
+    model.add_argument("--proj-dim", type=int, default=2048)
+    model.add_argument("--pred-hidden-dim", type=int, default=512)
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=None,
+                       help=f"default {PAPER['epochs']} (embedded smoke run: {SMOKE['epochs']})")
+    optim.add_argument("--batch-size", type=int, default=None,
+                       help=f"global batch; default {PAPER['batch_size']} (smoke: {SMOKE['batch_size']})")
+    optim.add_argument("--base-lr", type=float, default=0.03, help="lr = base_lr x batch_size / 256")
+    optim.add_argument("--momentum", type=float, default=0.9)
+    optim.add_argument("--weight-decay", type=float, default=5e-4)
+    optim.add_argument("--warmup-epochs", type=int, default=0)
+    optim.add_argument("--fix-predictor-lr", action="store_true",
+                       help="keep the predictor's lr constant (paper, Sec. 4.4)")
+
+    aug = parser.add_argument_group("augmentation (lightly's SimSiamTransform arguments)")
+    aug.add_argument("--input-size", type=int, default=None,
+                     help=f"default {PAPER['input_size']} (smoke: {SMOKE['input_size']})")
+    aug.add_argument("--min-scale", type=float, default=0.2)
+    aug.add_argument("--cj-prob", type=float, default=0.8)
+    aug.add_argument("--cj-strength", type=float, default=1.0,
+                     help="jitter = (0.4, 0.4, 0.4, 0.1) x strength, as the paper")
+    aug.add_argument("--random-gray-scale", type=float, default=0.2)
+    aug.add_argument("--gaussian-blur", type=float, default=0.0, help="blur probability (the paper: none on CIFAR)")
+    aug.add_argument("--hf-prob", type=float, default=0.5)
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--out-dir", type=Path, default=Path("runs/simsiam_cifar"))
+    run.add_argument("--resume", action="store_true", help="continue from <out-dir>/last.pt")
+    run.add_argument("--stop-after-epoch", type=int, default=None,
+                     help="stop (as if killed) after this epoch; --resume continues to the same result")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    run.add_argument("--devices", type=int, default=1, help="processes (DDP): GPUs on CUDA, gloo ranks on CPU")
+    run.add_argument("--sync-bn", action="store_true", help="synchronise batch norm across processes")
+    run.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                     help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    run.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto", help="auto: on for CUDA")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval-every", type=int, default=10, help="kNN every N epochs (and after the last)")
+    evaluation.add_argument("--knn-k", type=int, default=200)
+    evaluation.add_argument("--knn-t", type=float, default=0.1)
+    evaluation.add_argument("--linear-epochs", type=int, default=100, help="0 skips the final linear probe")
+    evaluation.add_argument("--no-baselines", action="store_true",
+                            help="skip the kNN of a random-init encoder and of raw pixels")
+    evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------------- data
+def load_splits(args: argparse.Namespace) -> Splits:
+    splits = load_train_test(args.data_dir, download=args.download, cache_dir=args.cache_dir,
+                             holdout_per_class=args.holdout_per_class, embedded_size=SMOKE["input_size"])
+    if args.subset is None:
+        return splits
+    if not 0 < args.subset <= len(splits.train.labels):
+        raise ValueError(f"--subset must be in [1, {len(splits.train.labels)}], got {args.subset}")
+    # A seeded random subset: dataset order is often sorted by class.
+    order = torch.randperm(len(splits.train.labels), generator=torch.Generator().manual_seed(args.seed))
+    return replace(splits, train=subset(splits.train, order[: args.subset].sort().values))
+
+
+def resolve_defaults(args: argparse.Namespace, embedded: bool) -> None:
+    """Fills the unset size arguments: the paper's values on real data, the smoke values on the fallback."""
+    config = SMOKE if embedded else PAPER
+    for key, value in config.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def check_args(args: argparse.Namespace, n_train: int) -> None:
+    check_model_name(args.backbone, "--backbone")
+    per_rank = args.batch_size // args.devices
+    if args.batch_size % args.devices:
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by --devices {args.devices}")
+    if per_rank < 2:
+        raise ValueError(f"--batch-size must give >= 2 images per process (batch norm), got {per_rank}")
+    if args.batch_size > n_train:
+        raise ValueError(f"--batch-size {args.batch_size} is larger than the training set ({n_train} images)")
+    for name in ("epochs", "eval_every", "input_size", "proj_dim", "pred_hidden_dim", "proj_layers"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available")
+
+
+# ------------------------------------------------------------------------------------------------ training
+def device_for(args: argparse.Namespace, rank: int) -> torch.device:
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    return torch.device("cuda", rank % max(torch.cuda.device_count(), 1)) if use_cuda else torch.device("cpu")
+
+
+def epoch_generator(seed: int, epoch: int, rank: int, device: torch.device) -> torch.Generator:
+    """Augmentation randomness derived from (seed, epoch, rank): a resumed run draws exactly what it would have."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
+
+
+def lightly_batches(train: ImageArrays, args: argparse.Namespace, epoch: int, rank: int,
+                    world_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
+    """Lightly's pipeline: PIL images -> SimSiamTransform in DataLoader workers -> two views."""
+    from lightly.transforms import SimSiamTransform
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    transform = SimSiamTransform(
+        input_size=args.input_size, min_scale=args.min_scale, cj_prob=args.cj_prob, cj_strength=args.cj_strength,
+        random_gray_scale=args.random_gray_scale, gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob,
+        normalize=NORMALIZE,
+    )
+    dataset = ArrayImageDataset(train.images, train.labels, transform=transform)
+    sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=args.seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    workers = args.num_workers if args.num_workers is not None else (torch.multiprocessing.cpu_count() or 1)
+    loader = DataLoader(dataset, batch_size=args.batch_size // world_size, sampler=sampler, drop_last=True,
+                        num_workers=workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
+    for views, _ in loader:
+        yield views[0], views[1]
+
+
+def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: Splits) -> None:
+    device = device_for(args, rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    is_main = rank == 0
+    amp_dtype = torch.bfloat16 if args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda") \
+        else None
+    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    torch.manual_seed(args.seed)
+    model = lse.SimSiam(args.backbone, proj_layers=args.proj_layers, proj_dim=args.proj_dim,
+                        pred_hidden_dim=args.pred_hidden_dim)
+    if args.sync_bn and world_size > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device, memory_format=memory_format)
+    lr = args.base_lr * args.batch_size / 256
+    optimizer = torch.optim.SGD(model.parameter_groups(args.fix_predictor_lr), lr=lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = lse.CosineWarmupScheduler(optimizer, warmup_epochs=args.warmup_epochs, max_epochs=args.epochs,
+                                          end_value=0.0)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = args.out_dir / "last.pt"
+    start_epoch = 0
+    if args.resume:
+        if not checkpoint_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}")
+        start_epoch = load_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
+                                      map_location=device)["epoch"]
+    metrics = MetricsLog(args.out_dir / "metrics.csv")
+    if is_main:
+        metrics.truncate(start_epoch)
+
+    train_model: nn.Module = model
+    if world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if args.compile:
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
+
+    augment = BatchedSimSiamTransform(
+        input_size=args.input_size, min_scale=args.min_scale, cj_prob=args.cj_prob, cj_strength=args.cj_strength,
+        random_gray_scale=args.random_gray_scale, gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob,
+        normalize=NORMALIZE,
+    )
+    loader = None
+    if args.pipeline == "batched":
+        loader = GPUResidentLoader(splits.train.images, splits.train.labels, batch_size=args.batch_size // world_size,
+                                  shuffle=True, drop_last=True, device=device, seed=args.seed,
+                                  num_replicas=world_size, rank=rank)
+    steps_per_epoch = len(splits.train.labels) // args.batch_size
+    collapse = CollapseMonitor(gather_distributed=world_size > 1)
+    last_knn: Optional[Dict[str, float]] = None
+    epoch_times: List[float] = []
+    images_per_s: List[float] = []
+    progress = _progress(args, is_main, start_epoch)
+
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        collapse.reset()
+        if loader is not None:
+            loader.set_epoch(epoch)
+            generator = epoch_generator(args.seed, epoch, rank, device)
+            views = ((augment(images, generator)) for images, _ in loader)
+        else:
+            views = lightly_batches(splits.train, args, epoch, rank, world_size)
+        steps = 0
+        for x0, x1 in views:
+            x0 = x0.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            x1 = x1.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            loss, out = simsiam_train_step(train_model, x0, x1, optimizer, amp_dtype=amp_dtype)
+            loss_sum += loss
+            collapse.update(out.z0)
+            steps += 1
+        scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_time = time.perf_counter() - started
+        epoch_loss = _mean_across_ranks(loss_sum / max(steps, 1), world_size)
+        collapse_std = collapse.compute()
+        epoch_times.append(epoch_time)
+        images_per_s.append(steps * args.batch_size / epoch_time)
+
+        evaluate_now = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
+        if is_main:
+            if evaluate_now:
+                last_knn = knn_eval(model, splits, device, args)
+            row = {
+                "epoch": epoch + 1,
+                "loss": epoch_loss,
+                "collapse_std": collapse_std,
+                "collapse_ratio": collapse.ratio,
+                "knn_top1": last_knn["top1"] if evaluate_now and last_knn else None,
+                "lr": optimizer.param_groups[0]["lr"],
+                "epoch_time_s": epoch_time,
+                "images_per_s": images_per_s[-1],
+            }
+            metrics.append(row)
+            save_checkpoint(checkpoint_path, model=model, epoch=epoch + 1, optimizer=optimizer, scheduler=scheduler,
+                            extra={"args": _plain(vars(args)), "data": splits.description})
+            metrics.plot(args.out_dir / "metrics.png", ["loss", "knn_top1", "collapse_std"],
+                         title=f"SimSiam {args.backbone}")
+            progress(epoch, row, steps_per_epoch)
+            if collapse.is_collapsed:
+                print(f"WARNING: representations look collapsed at epoch {epoch + 1}: std of the normalised "
+                      f"projections is {collapse_std:.4f}, {collapse.ratio:.2f} of the healthy 1/sqrt(d). "
+                      "Check the learning rate, the predictor and the augmentation.", flush=True)
+        if world_size > 1:
+            dist.barrier()
+        if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch and epoch + 1 < args.epochs:
+            if is_main:
+                print(f"stopping after epoch {epoch + 1} (--stop-after-epoch); continue with --resume", flush=True)
+            return
+
+    agree = ranks_agree(model) if world_size > 1 else True
+    if is_main:
+        finish(model, splits, device, args, last_knn, epoch_times, images_per_s, agree, world_size)
+
+
+def _mean_across_ranks(value: Tensor, world_size: int) -> float:
+    if world_size > 1:
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        value /= world_size
+    return float(value)
+
+
+def _progress(args: argparse.Namespace, is_main: bool, start_epoch: int) -> Any:
+    bar = None
+    if is_main and not args.no_progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=args.epochs, initial=start_epoch, unit="epoch", dynamic_ncols=True)
+        except ImportError:
+            bar = None
+
+    def update(epoch: int, row: Dict[str, Any], steps: int) -> None:
+        knn = f" knn {row['knn_top1']:.3f}" if row["knn_top1"] is not None else ""
+        text = (f"epoch {epoch + 1}/{args.epochs} loss {row['loss']:+.4f} std {row['collapse_std']:.4f}{knn} "
+                f"{row['images_per_s']:.0f} img/s")
+        if bar is not None:
+            bar.set_postfix_str(text.split(" ", 2)[2])
+            bar.update(1)
+        else:
+            print(text, flush=True)
+
+    return update
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def features_of(encoder: Any, data: ImageArrays, device: torch.device, args: argparse.Namespace) -> Tensor:
+    preprocess = BatchedEvalTransform(args.input_size, NORMALIZE)
+    return extract_features(encoder, data.images, device=device, preprocess=preprocess)[0]
+
+
+def knn_eval(model: lse.SimSiam, splits: Splits, device: torch.device, args: argparse.Namespace,
+             encoder: Any = None) -> Dict[str, float]:
+    encoder = encoder or model.embed
+    bank = features_of(encoder, splits.train, device, args)
+    query = features_of(encoder, splits.test, device, args)
+    return knn_accuracy(query, splits.test.labels.to(device), bank, splits.train.labels.to(device),
+                        num_classes=len(splits.train.classes), k=min(args.knn_k, len(bank)), temperature=args.knn_t)
+
+
+def finish(model: lse.SimSiam, splits: Splits, device: torch.device, args: argparse.Namespace,
+           knn: Optional[Dict[str, float]], epoch_times: List[float], images_per_s: List[float], ranks_agree_: bool,
+           world_size: int) -> None:
+    summary: Dict[str, Any] = {
+        "data": splits.description,
+        "embedded_smoke_run": splits.embedded,
+        "backbone": args.backbone,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "pipeline": args.pipeline,
+        "devices": world_size,
+        "knn": knn,
+        "ranks_agree": ranks_agree_,
+    }
+    if args.linear_epochs > 0:
+        bank = features_of(model.embed, splits.train, device, args)
+        query = features_of(model.embed, splits.test, device, args)
+        probe = linear_probe(bank, splits.train.labels.to(device), query, splits.test.labels.to(device),
+                             num_classes=len(splits.train.classes), epochs=args.linear_epochs, seed=args.seed)
+        summary["linear"] = {key: value for key, value in probe.items() if isinstance(value, float)}
+    if not args.no_baselines:
+        torch.manual_seed(args.seed)
+        random_init = lse.SimSiam(args.backbone, proj_layers=args.proj_layers, proj_dim=args.proj_dim,
+                                  pred_hidden_dim=args.pred_hidden_dim).to(device)
+        summary["knn_random_init"] = knn_eval(random_init, splits, device, args)
+        summary["knn_raw_pixels"] = knn_eval(model, splits, device, args,
+                                             encoder=lambda x: x.flatten(start_dim=1))
+    if epoch_times:
+        summary["epoch_time_s"] = sum(epoch_times) / len(epoch_times)
+        summary["images_per_s"] = sum(images_per_s) / len(images_per_s)
+    flops_input = torch.zeros(2, 3, args.input_size, args.input_size, device=device)
+    summary["train_flops_per_image"] = count_flops(
+        lambda: lse.simsiam_loss(model(flops_input, flops_input)).backward()) // 2
+    model.zero_grad(set_to_none=True)
+    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _report(summary, args)
+
+
+def _report(summary: Dict[str, Any], args: argparse.Namespace) -> None:
+    def fmt(result: Optional[Dict[str, float]]) -> str:
+        return "-" if not result else f"top1 {result['top1']:.4f}" + (
+            f", top5 {result['top5']:.4f}" if "top5" in result else "")
+
+    print("\n" + "=" * 78)
+    print(f"SimSiam {summary['backbone']}, {summary['epochs']} epochs, batch {summary['batch_size']}, "
+          f"{summary['pipeline']} pipeline, {summary['devices']} process(es)")
+    print(f"data: {summary['data']}")
+    if "images_per_s" in summary:
+        print(f"throughput: {summary['images_per_s']:.0f} images/s, {summary['epoch_time_s']:.2f} s per epoch "
+              f"({summary['train_flops_per_image'] / 1e9:.2f} GFLOP per training image)")
+    print(f"kNN (k={args.knn_k}, t={args.knn_t}), trained encoder:   {fmt(summary['knn'])}")
+    if "linear" in summary:
+        print(f"linear probe on frozen features:           {fmt(summary['linear'])}")
+    if "knn_random_init" in summary:
+        print(f"kNN, same encoder at random initialisation: {fmt(summary['knn_random_init'])}")
+        print(f"kNN, raw pixels:                            {fmt(summary['knn_raw_pixels'])}")
+    if summary["embedded_smoke_run"]:
+        print("NOTE: this was a SMOKE RUN on the embedded digits. Digits are easy for any encoder (see the random-init"
+              " and raw-pixel rows): these numbers show the pipeline works, not that SimSiam learned good features."
+              " Point --data-dir at CIFAR-10 for real results.")
+    print(f"files: {args.out_dir / 'metrics.csv'}, {args.out_dir / 'metrics.png'}, {args.out_dir / 'last.pt'}, "
+          f"{args.out_dir / 'summary.json'}")
+    print("=" * 78)
+
+
+def _plain(values: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
+
+
+# --------------------------------------------------------------------------------------------------- main
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        splits = load_splits(args)
+        resolve_defaults(args, splits.embedded)
+        if splits.embedded:
+            print("!" * 78 + "\n!! No CIFAR-10 found (use --data-dir, or --download when online): falling back to the"
+                  "\n!! EMBEDDED scikit-learn digits. This is a SMOKE RUN of the pipeline "
+                  f"({args.epochs} epochs, {args.input_size}px),\n!! not a CIFAR-10 result.\n" + "!" * 78, flush=True)
+        check_args(args, len(splits.train.labels))
+        print(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
+              "evaluation images",
+              flush=True)
+        launch(train_worker, args.devices, args=(args, splits))
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+from typing import List
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from lightly.utils.benchmarking import knn_predict
+
+from lightly_siamese_ext.evaluation import extract_features, knn_accuracy, knn_predict_chunked
+from lightly_siamese_ext.evaluation.knn import _topk_two_stage
+
+
+def _data(num_bank: int = 600, num_query: int = 70, dim: int = 16, num_classes: int = 10, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    bank = torch.randn(num_bank, dim, generator=g)
+    bank_labels = torch.randint(0, num_classes, (num_bank,), generator=g)
+    query = torch.randn(num_query, dim, generator=g)
+    query_labels = torch.randint(0, num_classes, (num_query,), generator=g)
+    return query, query_labels, bank, bank_labels
+
+
+def _num_voted_classes(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, k: int) -> List[int]:
+    """How many classes appear among each query's k nearest neighbours (the rest tie at score 0)."""
+    sim = F.normalize(query, dim=1) @ F.normalize(bank, dim=1).T
+    return [len(set(bank_labels[row.topk(k).indices].tolist())) for row in sim]
+
+
+@pytest.mark.parametrize("chunk_size", [7, 33, 512])
+@pytest.mark.parametrize("k", [1, 20, 200])  # N / k = 600, 30: the two-stage neighbour search; 3: plain topk
+def test_matches_lightly_knn_predict(chunk_size: int, k: int) -> None:
+    query, _, bank, bank_labels = _data()
+    expected = knn_predict(
+        F.normalize(query, dim=1), F.normalize(bank, dim=1).T.contiguous(), bank_labels, 10, knn_k=k, knn_t=0.1
+    )
+    got = knn_predict_chunked(query, bank, bank_labels, num_classes=10, k=k, chunk_size=chunk_size)
+    assert got.shape == (70, 10) and got.dtype == torch.long
+    # Classes without a vote tie at score 0 and come in arbitrary order: compare the voted ones.
+    for row, voted in enumerate(_num_voted_classes(query, bank, bank_labels, k)):
+        assert torch.equal(got[row, :voted], expected[row, :voted]), row
+        assert set(got[row].tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("n", [400, 403, 1000])
+def test_topk_two_stage_against_torch_topk(n: int) -> None:
+    g = torch.Generator().manual_seed(1)
+    sim = torch.randn(9, n, generator=g)
+    k = 20
+    group = round((n / k) ** 0.5)
+    num_groups = n // group
+    # Adversarial rows: the top-k packed into as few groups as possible (column j is in group j mod num_groups),
+    # all in the remainder columns, many ties.
+    packed = (torch.arange(k) % group) * num_groups + torch.arange(k) // group + 3
+    sim[1, packed] = 10.0 + torch.arange(k, dtype=torch.float32)
+    if n % group:
+        sim[2, num_groups * group :] = 20.0
+    sim[3] = torch.randint(0, 5, (n,), generator=g).float()
+    values, indices = _topk_two_stage(sim, k)
+    expected_values, expected_indices = sim.topk(k, dim=1)
+    assert torch.equal(values, expected_values)
+    assert torch.equal(sim.gather(1, indices), values)  # the indices point at those values
+    assert all(len(set(row.tolist())) == k for row in indices)  # no column twice
+    for row in (0, 1, 4, 5):  # rows without ties: the same columns
+        assert torch.equal(indices[row], expected_indices[row])
+
+
+def test_rows_scale_free_and_small_temperature_stays_finite() -> None:
+    query, _, bank, bank_labels = _data()
+    base = knn_predict_chunked(query, bank, bank_labels, 10, k=20)
+    scaled = knn_predict_chunked(query * 7.0, bank * torch.linspace(0.1, 3.0, 600)[:, None], bank_labels, 10, k=20)
+    assert torch.equal(base[:, 0], scaled[:, 0])
+    # exp(sim / 0.001) overflows float32 in lightly's formula; here the nearest neighbour decides.
+    nearest = bank_labels[(F.normalize(query, dim=1) @ F.normalize(bank, dim=1).T).argmax(dim=1)]
+    got = knn_predict_chunked(query, bank, bank_labels, 10, k=20, temperature=1e-3)
+    assert torch.equal(got[:, 0], nearest)
+
+
+def test_prenormalised_inputs_with_normalize_false() -> None:
+    query, _, bank, bank_labels = _data()
+    q, b = F.normalize(query, dim=1), F.normalize(bank, dim=1)
+    expected = knn_predict_chunked(query, bank, bank_labels, 10, k=20)[:, 0]  # scales similarities by 1 / |bank row|
+    assert torch.equal(knn_predict_chunked(q, b, bank_labels, 10, k=20, normalize=False)[:, 0], expected)
+    assert torch.equal(knn_predict_chunked(q, b, bank_labels, 10, k=20)[:, 0], expected)  # unit rows: no scaling
+
+
+def test_knn_accuracy_against_counting() -> None:
+    query, query_labels, bank, bank_labels = _data(num_query=333)
+    predictions = knn_predict(F.normalize(query, dim=1), F.normalize(bank, dim=1).T, bank_labels, 10, knn_k=50)
+    top1 = sum(int(p[0] == t) for p, t in zip(predictions, query_labels)) / 333
+    top5 = sum(int(t in p[:5]) for p, t in zip(predictions, query_labels)) / 333
+    got = knn_accuracy(query, query_labels, bank, bank_labels, 10, k=50, chunk_size=100)
+    assert set(got) == {"top1", "top5"}
+    assert got["top1"] == top1  # exact: hits are counted, not averaged in float32
+    assert abs(got["top5"] - top5) < 0.01  # classes tied at the 5th place may differ
+
+
+def test_knn_accuracy_on_clusters_and_without_top5() -> None:
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 8, generator=g) * 10
+    bank_labels = torch.arange(300) % 3
+    bank = centers[bank_labels] + torch.randn(300, 8, generator=g)
+    query_labels = torch.arange(30) % 3
+    query = centers[query_labels] + torch.randn(30, 8, generator=g)
+    assert knn_accuracy(query, query_labels, bank, bank_labels, num_classes=3, k=10) == {"top1": 1.0}
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(k=601), ValueError, "k must be at most"),
+        (dict(k=0), ValueError, "k must be a positive int"),
+        (dict(num_classes=5), ValueError, "bank_labels must lie in"),
+        (dict(bank=torch.randn(600)), ValueError, "bank must be 2-D"),
+        (dict(query=torch.randn(70, 15)), ValueError, "query and bank must have the same feature dimension"),
+        (dict(query=torch.randint(0, 3, (70, 16))), TypeError, "query must be a floating-point"),
+        (dict(bank_labels=torch.zeros(600)), TypeError, "bank_labels must have an integer dtype"),
+        (dict(bank_labels=torch.zeros(599, dtype=torch.long)), ValueError, "bank_labels must have one entry"),
+        (dict(temperature=0.0), ValueError, "temperature must be a positive number"),
+        (dict(chunk_size=0), ValueError, "chunk_size must be a positive int"),
+    ],
+)
+def test_bad_input(change: dict, error: type, match: str) -> None:
+    query, _, bank, bank_labels = _data()
+    kwargs = dict(query=query, bank=bank, bank_labels=bank_labels, num_classes=10, k=20)
+    kwargs.update(change)
+    with pytest.raises(error, match=match):
+        knn_predict_chunked(**kwargs)
+
+
+def test_knn_accuracy_bad_input() -> None:
+    query, query_labels, bank, bank_labels = _data()
+    with pytest.raises(ValueError, match="query_labels must have one entry"):
+        knn_accuracy(query, query_labels[:-1], bank, bank_labels, 10)
+    with pytest.raises(ValueError, match="topk must contain a value <= num_classes"):
+        knn_accuracy(query, query_labels, bank, bank_labels, 10, topk=(11,))
+
+
+class _Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.BatchNorm1d(6), nn.Dropout(0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_extract_features_eval_mode_no_grad_and_restores_training() -> None:
+    encoder = _Encoder().train()
+    images = torch.randn(10, 3, 2, 2)
+    labels = torch.arange(10)
+    batches = [(images[:4], labels[:4], ["a"] * 4), (images[4:], labels[4:], ["b"] * 6)]
+    features, got_labels = extract_features(encoder, batches)
+    assert encoder.training and encoder.net[2].training  # restored
+    assert not features.requires_grad and features.dtype == torch.float32
+    encoder.eval()
+    with torch.no_grad():
+        expected = encoder(images)
+    torch.testing.assert_close(features, expected)  # eval mode: running stats, no dropout
+    assert torch.equal(got_labels, labels)
+
+
+def test_extract_features_plain_tensors_preprocess_and_callable() -> None:
+    images = torch.randint(0, 256, (5, 3, 2, 2), dtype=torch.uint8)
+    features, labels = extract_features(
+        lambda x: x.mean(dim=(2, 3)), [images[:2], images[2:]], preprocess=lambda x: x.float() / 255
+    )
+    assert labels is None
+    torch.testing.assert_close(features, images.float().div(255).mean(dim=(2, 3)))
+
+
+def test_extract_features_restores_training_flag_on_error() -> None:
+    encoder = _Encoder().train()
+
+    def batches():
+        yield torch.randn(2, 3, 2, 2)
+        raise RuntimeError("loader died")
+
+    with pytest.raises(RuntimeError, match="loader died"):
+        extract_features(encoder, batches())
+    assert encoder.training
+
+
+def test_extract_features_bad_batches() -> None:
+    encoder = _Encoder()
+    with pytest.raises(ValueError, match="batches must yield at least one batch"):
+        extract_features(encoder, [])
+    with pytest.raises(TypeError, match="batches must yield image tensors"):
+        extract_features(encoder, [{"image": torch.randn(2, 3, 2, 2)}])
+    with pytest.raises(ValueError, match="batches must all carry labels or all not"):
+        extract_features(encoder, [(torch.randn(2, 3, 2, 2), torch.zeros(2)), torch.randn(2, 3, 2, 2)])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu() -> None:
+    query, _, bank, bank_labels = _data(num_bank=2000)
+    cpu = knn_predict_chunked(query, bank, bank_labels, 10, k=50)
+    cuda = knn_predict_chunked(query.cuda(), bank.cuda(), bank_labels.cuda(), 10, k=50)
+    assert (cuda[:, 0].cpu() == cpu[:, 0]).float().mean() > 0.97  # TF32 / summation order may flip near-ties
+
+
+def test_extract_features_bound_method_uses_eval_mode_and_a_single_tensor_is_chunked() -> None:
+    encoder = _Encoder().train()
+    running_mean = encoder.net[2].running_mean.clone()
+    images = torch.randn(10, 3, 2, 2)
+    features, labels = extract_features(encoder.forward, images, batch_size=3)
+    assert labels is None and encoder.training
+    torch.testing.assert_close(encoder.net[2].running_mean, running_mean)  # BN statistics untouched
+    encoder.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(features, encoder(images))
+    with pytest.raises(ValueError, match="batch_size"):
+        extract_features(encoder, images, batch_size=0)

@@ -1,0 +1,97 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import RECIPES
+
+# A configuration that runs in seconds on a CPU: 8px digits, a narrow head, a small subset.
+TINY = ["--subset", "128", "--batch-size", "32", "--input-size", "8", "--proj-dim", "32", "--pred-hidden-dim", "8",
+        "--linear-epochs", "3", "--eval-every", "1", "--knn-k", "20", "--no-progress", "--no-baselines",
+        "--threads", "1"]
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_tiny_run_writes_metrics_plot_checkpoint_and_summary(simsiam_recipe, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert simsiam_recipe.main([*TINY, "--epochs", "2", "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "EMBEDDED scikit-learn digits" in printed and "SMOKE RUN" in printed
+    with (out / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(float(r["collapse_std"]) > 0 for r in rows)
+    assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert payload["epoch"] == 2 and payload["extra"]["args"]["epochs"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["embedded_smoke_run"] is True
+    assert 0.0 <= summary["knn"]["top1"] <= 1.0 and 0.0 <= summary["linear"]["top1"] <= 1.0
+    assert summary["train_flops_per_image"] > 0
+
+
+def test_paper_defaults(simsiam_recipe) -> None:
+    args = simsiam_recipe.parse_args([])
+    simsiam_recipe.resolve_defaults(args, embedded=False)
+    assert (args.backbone, args.proj_layers, args.proj_dim, args.pred_hidden_dim) == ("resnet18_cifar", 2, 2048, 512)
+    assert (args.epochs, args.batch_size, args.input_size) == (800, 512, 32)
+    assert (args.base_lr, args.momentum, args.weight_decay, args.gaussian_blur) == (0.03, 0.9, 5e-4, 0.0)
+    assert args.min_scale == 0.2 and args.knn_k == 200 and args.knn_t == 0.1
+
+
+def test_kill_and_resume_gives_the_same_weights_as_a_straight_run(simsiam_recipe, tmp_path) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    common = [*TINY, "--epochs", "2", "--linear-epochs", "0"]
+    assert simsiam_recipe.main([*common, "--out-dir", str(straight)]) == 0
+    assert simsiam_recipe.main([*common, "--out-dir", str(resumed), "--stop-after-epoch", "1"]) == 0
+    assert torch.load(resumed / "last.pt", weights_only=True)["epoch"] == 1
+    torch.manual_seed(1234)  # a fresh process would start from other global random states
+    assert simsiam_recipe.main([*common, "--out-dir", str(resumed), "--resume"]) == 0
+    for key, value in _weights(straight / "last.pt").items():
+        torch.testing.assert_close(_weights(resumed / "last.pt")[key], value, rtol=0, atol=0, msg=key)
+    with (straight / "metrics.csv").open() as a, (resumed / "metrics.csv").open() as b:
+        losses = [[row["loss"] for row in csv.DictReader(f)] for f in (a, b)]
+    assert losses[0] == losses[1]
+
+
+def test_lightly_pipeline_runs(simsiam_recipe, tmp_path) -> None:
+    out = tmp_path / "lightly"
+    assert simsiam_recipe.main([*TINY, "--epochs", "1", "--pipeline", "lightly", "--num-workers", "0",
+                                "--linear-epochs", "0", "--out-dir", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["pipeline"] == "lightly"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RECIPES / "simsiam_cifar.py"), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data-dir", "/nonexistent/cifar"], "does not exist"),
+        (["--batch-size", "4096"], "larger than the training set"),
+        (["--backbone", "resnet18_cifr", "--epochs", "1"], "unknown timm model"),
+    ],
+)
+def test_bad_arguments_end_with_one_line_error(args: list, message: str, tmp_path) -> None:
+    result = _cli(*TINY, *args, "--out-dir", str(tmp_path))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.strip() and "gpuGetDeviceCount" not in line]
+    assert len(errors) == 1 and errors[0].startswith("error:") and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_two_gloo_processes_agree_on_the_weights(tmp_path) -> None:
+    out = tmp_path / "ddp"
+    result = _cli(*TINY, "--epochs", "1", "--devices", "2", "--linear-epochs", "0", "--out-dir", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["devices"] == 2 and summary["ranks_agree"] is True
