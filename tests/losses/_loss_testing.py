@@ -26,6 +26,16 @@ def normalised_batch(batch_size=64, dim=16, per_class=8, seed=0) -> Tuple[Tensor
     return x, (torch.arange(batch_size) // per_class)[torch.randperm(batch_size, generator=generator)]
 
 
+def check_float16_autocast_on_cuda(loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, labels: Tensor) -> None:
+    """Under fp16 autocast on CUDA the loss is float32, its gradients finite, and it matches the CPU's float32."""
+    cuda_x = x.cuda().requires_grad_()
+    with torch.autocast("cuda", dtype=torch.float16):
+        loss = loss_fn(cuda_x, labels.cuda())
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(cuda_x.grad).all()
+    torch.testing.assert_close(loss.cpu(), loss_fn(x, labels), rtol=1e-4, atol=1e-5)
+
+
 def value_and_grad(fn: Callable[[Tensor], Tensor], x: Tensor, upstream: Optional[Tensor] = None):
     """``fn(x)`` (detached) and the gradient of ``sum(fn(x) * upstream)`` (default: of ``sum(fn(x))``) w.r.t. x."""
     x = x.clone().requires_grad_()

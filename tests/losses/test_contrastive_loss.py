@@ -1,6 +1,6 @@
 import pytest
 import torch
-from _loss_testing import contrastive_pair_losses
+from _loss_testing import check_float16_autocast_on_cuda, contrastive_pair_losses
 from _loss_testing import distance as brute_distance
 from _loss_testing import labelled_batch as _batch
 from _loss_testing import normalised_batch
@@ -158,11 +158,4 @@ def test_wrong_number_of_inputs_raises_a_type_error() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_under_float16_autocast_on_cuda_the_loss_is_float32_and_matches_the_cpu() -> None:
-    x, labels = normalised_batch(batch_size=64, seed=6)
-    loss_fn = ContrastiveLoss(1.0)
-    cuda_x = x.cuda().requires_grad_()
-    with torch.autocast("cuda", dtype=torch.float16):
-        loss = loss_fn(cuda_x, labels.cuda())
-    loss.backward()
-    assert loss.dtype == torch.float32 and torch.isfinite(cuda_x.grad).all()
-    torch.testing.assert_close(loss.cpu(), loss_fn(x, labels), rtol=1e-4, atol=1e-5)
+    check_float16_autocast_on_cuda(ContrastiveLoss(1.0), *normalised_batch(batch_size=64, seed=6))

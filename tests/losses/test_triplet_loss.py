@@ -3,6 +3,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from _loss_testing import check_float16_autocast_on_cuda
 from _loss_testing import distance as brute_distance
 from _loss_testing import labelled_batch as _batch
 from _loss_testing import normalised_batch as _normalised_batch
@@ -253,11 +254,4 @@ def test_gather_distributed_without_a_process_group_changes_nothing() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("mining_mode", MINING)
 def test_under_float16_autocast_on_cuda_the_loss_is_float32_and_matches_the_cpu(mining_mode) -> None:
-    x, labels = _normalised_batch(batch_size=64, seed=8)
-    loss_fn = TripletLoss(0.2, mining_mode)
-    cuda_x = x.cuda().requires_grad_()
-    with torch.autocast("cuda", dtype=torch.float16):
-        loss = loss_fn(cuda_x, labels.cuda())
-    loss.backward()
-    assert loss.dtype == torch.float32 and torch.isfinite(cuda_x.grad).all()
-    torch.testing.assert_close(loss.cpu(), loss_fn(x, labels), rtol=1e-4, atol=1e-5)
+    check_float16_autocast_on_cuda(TripletLoss(0.2, mining_mode), *_normalised_batch(batch_size=64, seed=8))
