@@ -31,20 +31,23 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import pytorch_lightning as pl
 import torch
 import torch.nn as nn
+from lightly.utils.benchmarking import LinearClassifier
 from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 import lightly_siamese_ext as lse
 from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import TrainTestSplit, load_train_test
 from lightly_siamese_ext.data.subsets import random_subset
 from lightly_siamese_ext.training import MetricsLog, load_checkpoint, save_checkpoint
-from lightly_siamese_ext.training.cli import embedded_data_notice, run_cli
-from lightly_siamese_ext.training.embedding_recipe import NORMALIZE, plain_args
+from lightly_siamese_ext.training.cli import add_data_arguments, checkpointable_args, embedded_data_notice, run_cli
 from lightly_siamese_ext.transforms import BatchedEvalTransform
 from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
 
@@ -52,6 +55,7 @@ from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
 # and a run without a checkpoint uses its input sizes and held-out split.
 EMBEDDED_SIZE = 16
 INPUT_SIZE = {"embedded": 16, "real": 32}
+NORMALIZE = {"mean": list(lse.CIFAR10_MEAN), "std": list(lse.CIFAR10_STD)}  # simsiam_cifar.py's
 DATA_ARGUMENTS = ("data_dir", "download", "cache_dir", "holdout_per_class", "subset", "seed", "input_size")
 TOPK = (1, 5)
 
@@ -67,11 +71,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     encoder.add_argument("--backbone", default="resnet18_cifar",
                          help="backbone of the random-init encoder (a checkpoint names its own)")
 
-    data = parser.add_argument_group("data (default: the checkpoint's)")
-    data.add_argument("--data-dir", type=Path, default=None,
-                      help="CIFAR-10 (cifar-10-batches-py) or an ImageFolder; absent everywhere: embedded digits")
-    data.add_argument("--download", action="store_true", default=None, help="download CIFAR-10 when online")
-    data.add_argument("--cache-dir", type=Path, default=None, help="where decoded images are cached as .npy")
+    data = add_data_arguments(parser, inherited_from="the checkpoint's")
     data.add_argument("--holdout-per-class", type=int, default=None,
                       help="images per class held out when the data has no test split (no checkpoint: 500)")
     data.add_argument("--subset", type=int, default=None, help="train on N training images drawn at random (seeded)")
@@ -180,17 +180,17 @@ def features_protocol(model: lse.SimSiam, splits: TrainTestSplit, device: torch.
     metrics.append({"epoch": args.epochs, "train_loss": probe["train_loss"],
                     **{f"top{k}": probe[f"top{k}"] for k in TOPK if f"top{k}" in probe}})
     save_checkpoint(args.out_dir / "last.pt", model=probe["classifier"], epoch=args.epochs,
-                    extra={"args": plain_args(args), "protocol": "features"})
+                    extra={"args": checkpointable_args(args), "protocol": "features"})
     return probe["classifier"], {key: value for key, value in probe.items() if isinstance(value, float)}
 
 
 def lightly_protocol(model: lse.SimSiam, splits: TrainTestSplit, device: torch.device,
                      args: argparse.Namespace) -> Tuple[nn.Module, Dict[str, float]]:
     """lightly's LinearClassifier on augmented images, trained by a Lightning Trainer."""
-    import pytorch_lightning as pl
-
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):  # its info lines, not ours
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning 2.6 uses torch's deprecated LeafSpec check when it moves batches: not ours to fix.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     pl.seed_everything(args.seed, workers=True, verbose=False)
     num_classes = len(splits.train.classes)
     classifier = AugmentedLinearClassifier(
@@ -214,13 +214,7 @@ def lightly_protocol(model: lse.SimSiam, splits: TrainTestSplit, device: torch.d
     return nn.Sequential(classifier.classification_head), metrics
 
 
-try:
-    from lightly.utils.benchmarking import LinearClassifier
-except ImportError:  # pragma: no cover - lightly without pytorch_lightning
-    LinearClassifier = nn.Module  # type: ignore[misc,assignment]
-
-
-class AugmentedLinearClassifier(LinearClassifier):  # type: ignore[misc,valid-type]
+class AugmentedLinearClassifier(LinearClassifier):
     """lightly's LinearClassifier fed uint8 batches: training batches get a random resized crop + flip and
     validation batches a resize + normalisation, on the device after the transfer (no per-image CPU work)."""
 
@@ -238,16 +232,7 @@ class AugmentedLinearClassifier(LinearClassifier):  # type: ignore[misc,valid-ty
         return transform(images), labels
 
 
-def _callback_base() -> type:
-    try:
-        from pytorch_lightning import Callback
-
-        return Callback
-    except ImportError:  # pragma: no cover
-        return object
-
-
-class EpochRecorder(_callback_base()):  # type: ignore[misc]
+class EpochRecorder(pl.Callback):
     """Per epoch: the mean training loss and lightly's validation top-k in metrics.csv, the head in last.pt."""
 
     def __init__(self, args: argparse.Namespace) -> None:
@@ -258,14 +243,15 @@ class EpochRecorder(_callback_base()):  # type: ignore[misc]
         self.steps, self.started = 0, 0.0
         self.last_train_loss = float("nan")
 
-    def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.loss_sum, self.steps, self.started = 0.0, 0, time.perf_counter()
 
-    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         self.loss_sum = self.loss_sum + outputs["loss"].detach()  # no host sync per step
         self.steps += 1
 
-    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:  # after the epoch's validation
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:  # after validation
         self.last_train_loss = float(self.loss_sum) / max(self.steps, 1)
         logged = trainer.callback_metrics
         self.metrics.append({"epoch": trainer.current_epoch + 1, "train_loss": self.last_train_loss,
@@ -274,13 +260,12 @@ class EpochRecorder(_callback_base()):  # type: ignore[misc]
         self.metrics.plot(self.args.out_dir / "metrics.png", ["train_loss", *[f"top{k}" for k in module.topk]],
                           title="lightly LinearClassifier")
         save_checkpoint(self.args.out_dir / "last.pt", model=module.classification_head,
-                        epoch=trainer.current_epoch + 1, extra={"args": plain_args(self.args), "protocol": "lightly"})
+                        epoch=trainer.current_epoch + 1,
+                        extra={"args": checkpointable_args(self.args), "protocol": "lightly"})
 
 
 def _loader(images: Tensor, labels: Tensor, args: argparse.Namespace, shuffle: bool) -> Any:
     """Whole uint8 batches by tensor indexing (no per-image collate); seeded shuffling."""
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
-
     dataset = TensorDataset(images, labels)
     order = (RandomSampler(dataset, generator=torch.Generator().manual_seed(args.seed)) if shuffle
              else SequentialSampler(dataset))

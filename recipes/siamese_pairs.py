@@ -62,10 +62,7 @@ def check_args(args: argparse.Namespace, split: OpenSetSplit) -> None:
         raise ValueError(f"--positive-fraction must be in [0, 1], got {args.positive_fraction}")
     if args.margin < 0:
         raise ValueError(f"--margin must be >= 0, got {args.margin}")
-    if args.n_way is None:
-        args.n_way = min(len(split.test_classes), 20)
-    if not 2 <= args.n_way <= len(split.test_classes):
-        raise ValueError(f"--n-way must be in [2, {len(split.test_classes)}] (the held-out classes), got {args.n_way}")
+    recipe.resolve_class_count(args, "n_way", len(split.test_classes), 20, "the held-out classes")
     if args.trials < 1:
         raise ValueError(f"--trials must be >= 1, got {args.trials}")
 
@@ -96,6 +93,7 @@ class PairTrainer(recipe.EmbeddingTrainer):
     train_columns = ("loss", "same_distance", "different_distance")
     metric_names = ("auc", "one_shot")
     headline_metric = "auc"
+    title = "Siamese network + contrastive loss"
 
     def __init__(self, args: argparse.Namespace, split: OpenSetSplit) -> None:
         super().__init__(args, split)
@@ -147,8 +145,7 @@ class PairTrainer(recipe.EmbeddingTrainer):
                 f"images, {self.args.trials} one-shot trials; {self.args.distance} distance)"]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return recipe.run(parse_args(argv), PairTrainer, check_args,
-                      title="Siamese network + contrastive loss", full=FULL, smoke=SMOKE, write=print)
+    return recipe.run(parse_args(argv), PairTrainer, check_args, full=FULL, smoke=SMOKE, write=print)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     recipe.add_common_arguments(parser, FULL, SMOKE, out_dir="runs/triplet_retrieval", normalize=True)
     batch = parser.add_argument_group("P x K batches and triplet loss")
-    batch.add_argument("--p", type=int, default=None, help="classes per batch (default: all training classes, at most 8)")
+    batch.add_argument("--p", type=int, default=None,
+                       help="classes per batch (default: all training classes, at most 8)")
     batch.add_argument("--k", type=int, default=None,
                        help=f"images per class per batch; default {FULL['k']} (smoke: {SMOKE['k']})")
     batch.add_argument("--mining", choices=MINING, default="batch_hard", help="which triplets of a batch count")
@@ -60,10 +61,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace, split: OpenSetSplit) -> None:
-    if args.p is None:
-        args.p = min(len(split.train_classes), 8)
-    if not 2 <= args.p <= len(split.train_classes):
-        raise ValueError(f"--p must be in [2, {len(split.train_classes)}] (the training classes), got {args.p}")
+    recipe.resolve_class_count(args, "p", len(split.train_classes), 8, "the training classes")
     if args.k < 2:
         raise ValueError(f"--k must be >= 2 (an anchor needs a positive), got {args.k}")
     recipe.check_common_arguments(args, split, batch_items=args.p * args.k)
@@ -79,6 +77,7 @@ class TripletTrainer(recipe.EmbeddingTrainer):
 
     metric_names = ("recall@1", "recall@4", "recall@16", "map@r")
     headline_metric = "map@r"
+    title = "Triplet loss on P x K batches"
 
     def __init__(self, args: argparse.Namespace, split: OpenSetSplit) -> None:
         super().__init__(args, split)
@@ -119,8 +118,7 @@ class TripletTrainer(recipe.EmbeddingTrainer):
                 "every held-out image a query against all the others)"]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return recipe.run(parse_args(argv), TripletTrainer, check_args,
-                      title="Triplet loss on P x K batches", full=FULL, smoke=SMOKE, write=print)
+    return recipe.run(parse_args(argv), TripletTrainer, check_args, full=FULL, smoke=SMOKE, write=print)
 
 
 if __name__ == "__main__":

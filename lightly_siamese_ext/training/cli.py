@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Callable, Optional, TextIO
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, TextIO
 
-__all__ = ["USER_ERRORS", "embedded_data_notice", "run_cli"]
+__all__ = ["USER_ERRORS", "add_data_arguments", "checkpointable_args", "embedded_data_notice", "run_cli"]
 
 # What a user's arguments or data can cause: reported as one line, without a traceback. Anything else is a bug and
 # keeps its traceback.
@@ -30,3 +32,28 @@ def embedded_data_notice(what: str) -> str:
     bar = "!" * 78
     return (f"{bar}\n!! No data found (use --data-dir, or --download when online): falling back to the\n"
             f"!! EMBEDDED scikit-learn digits. This is {what},\n!! not a CIFAR-10 result.\n{bar}")
+
+
+def add_data_arguments(
+    parser: argparse.ArgumentParser, inherited_from: Optional[str] = None
+) -> "argparse._ArgumentGroup":
+    """Adds the "data" group with the data-source arguments every recipe takes (``--data-dir``, ``--download``,
+    ``--cache-dir``: what :func:`lightly_siamese_ext.data.load_image_source` needs) and returns it for more.
+
+    With ``inherited_from`` (e.g. "the checkpoint's") all three default to None, which the recipe reads as "not
+    given here: take it from there"; ``--download`` then is True or None, never False.
+    """
+    group = parser.add_argument_group("data" if inherited_from is None else f"data (default: {inherited_from})")
+    group.add_argument("--data-dir", type=Path, default=None,
+                       help="CIFAR-10 (cifar-10-batches-py) or an ImageFolder; absent: embedded digits (smoke run)")
+    group.add_argument("--download", action="store_true", default=None if inherited_from else False,
+                       help="download CIFAR-10 into --data-dir when online")
+    group.add_argument("--cache-dir", type=Path, default=None,
+                       help="where decoded ImageFolder images are cached as .npy (default: $LSE_CACHE_DIR or "
+                            "~/.cache/lightly_siamese_ext)")
+    return group
+
+
+def checkpointable_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """``vars(args)`` with paths as strings: what a ``weights_only`` checkpoint can hold (``extra={"args": ...}``)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}

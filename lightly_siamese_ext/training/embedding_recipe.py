@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional, Tuple, Type
@@ -29,9 +30,10 @@ from lightly_siamese_ext.data.subsets import first_per_class, random_subset
 from lightly_siamese_ext.evaluation import extract_features
 from lightly_siamese_ext.models import SiameseNetwork
 from lightly_siamese_ext.optim import CosineWarmupScheduler
-from lightly_siamese_ext.training.checkpoint import load_checkpoint, save_checkpoint
-from lightly_siamese_ext.training.cli import embedded_data_notice, run_cli
+from lightly_siamese_ext.training.checkpoint import save_checkpoint
+from lightly_siamese_ext.training.cli import add_data_arguments, checkpointable_args, embedded_data_notice, run_cli
 from lightly_siamese_ext.training.metrics_log import MetricsLog
+from lightly_siamese_ext.training.run_dir import prepare_run_dir
 from lightly_siamese_ext.training.step import autocast_context
 from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
 from lightly_siamese_ext.transforms.eval import BatchedEvalTransform
@@ -41,7 +43,7 @@ __all__ = [
     "add_common_arguments",
     "check_common_arguments",
     "load_split",
-    "plain_args",
+    "resolve_class_count",
     "resolve_defaults",
     "run",
 ]
@@ -65,12 +67,7 @@ def add_common_arguments(
     """The arguments every embedding recipe takes. ``full`` / ``smoke`` hold the defaults that differ between real
     data and the embedded digits (``epochs``, ``input_size``, ``embedding_dim``, and ``batch_size`` when
     ``batch_unit`` says what ``--batch-size`` counts; without it the recipe defines its own batch arguments)."""
-    data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", type=Path, default=None,
-                      help="CIFAR-10 (cifar-10-batches-py) or an ImageFolder; absent: embedded digits (smoke run)")
-    data.add_argument("--download", action="store_true", help="download CIFAR-10 into --data-dir when online")
-    data.add_argument("--cache-dir", type=Path, default=None,
-                      help="where decoded ImageFolder images are cached as .npy (default: ~/.cache/lightly_siamese_ext)")
+    data = add_data_arguments(parser)
     data.add_argument("--test-classes", default="7,8,9",
                       help="held-out classes (indices or names, comma-separated): never trained on, evaluated on "
                            "(digits: 7,8,9; CIFAR-10: horse, ship, truck)")
@@ -160,9 +157,16 @@ def check_common_arguments(args: argparse.Namespace, split: OpenSetSplit, batch_
         raise ValueError("--device cuda was asked for but CUDA is not available")
 
 
-def plain_args(args: argparse.Namespace) -> Dict[str, Any]:
-    """``vars(args)`` with paths as strings: what a ``weights_only`` checkpoint can hold."""
-    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+def resolve_class_count(args: argparse.Namespace, name: str, available: int, default_cap: int, what: str) -> int:
+    """Fills ``args.<name>``, a number of classes, when unset (all ``available`` ones, at most ``default_cap``)
+    and checks that it is in [2, available]; ``what`` names the available classes in the error."""
+    value = getattr(args, name)
+    if value is None:
+        value = min(available, default_cap)
+        setattr(args, name, value)
+    if not 2 <= value <= available:
+        raise ValueError(f"--{name.replace('_', '-')} must be in [2, {available}] ({what}), got {value}")
+    return value
 
 
 # -------------------------------------------------------------------------------------------------------- data
@@ -185,7 +189,7 @@ def load_split(args: argparse.Namespace, smoke: Mapping[str, Any]) -> OpenSetSpl
 
 
 # ---------------------------------------------------------------------------------------------------- training
-class EmbeddingTrainer:
+class EmbeddingTrainer(ABC):
     """The training loop and evaluation of an embedding recipe. Subclasses implement :meth:`train_epoch` and
     :meth:`held_out_metrics` and name their columns in :attr:`train_columns` and :attr:`metric_names`.
 
@@ -197,8 +201,10 @@ class EmbeddingTrainer:
     train_columns: Tuple[str, ...] = ("loss",)
     #: What :meth:`held_out_metrics` returns, in the CSV, the plot and the summary.
     metric_names: Tuple[str, ...] = ()
-    #: The metric of the per-epoch line.
+    #: The metric of the per-epoch line and the plot.
     headline_metric: str = ""
+    #: What the recipe trains, for the report and the plot.
+    title: str = ""
 
     def __init__(self, args: argparse.Namespace, split: OpenSetSplit) -> None:
         self.args, self.split = args, split
@@ -219,19 +225,21 @@ class EmbeddingTrainer:
         self.preprocess = BatchedEvalTransform(args.input_size, NORMALIZE)
 
     # ------------------------------------------------------------------------------ what a recipe implements
+    @abstractmethod
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         """Trains one epoch; returns the :attr:`train_columns`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def steps_per_epoch(self) -> int:
-        raise NotImplementedError
+        """Optimisation steps per epoch."""
 
+    @abstractmethod
     def images_per_step(self) -> int:
-        raise NotImplementedError
+        """Images through the encoder per step."""
 
+    @abstractmethod
     def held_out_metrics(self, embeddings: Tensor, labels: Tensor) -> Dict[str, float]:
         """The :attr:`metric_names` of held-out embeddings (N, D) with labels (N,)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------- building blocks
     def build_model(self) -> SiameseNetwork:
@@ -286,15 +294,10 @@ class EmbeddingTrainer:
         """Trains (resuming if asked), evaluates, writes the outputs; returns the summary, or None when stopped
         early by ``--stop-after-epoch``."""
         args = self.args
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint_path = args.out_dir / "last.pt"
-        start_epoch = 0
-        if args.resume:
-            if not checkpoint_path.exists():
-                raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}")
-            start_epoch = load_checkpoint(checkpoint_path, model=self.model, optimizer=self.optimizer,
-                                          scheduler=self.scheduler, restore_rng=False,
-                                          map_location=self.device)["epoch"]
+        # All randomness derives from (seed, epoch): the global random states need no restoring.
+        checkpoint_path, start_epoch = prepare_run_dir(args.out_dir, args.resume, model=self.model,
+                                                       optimizer=self.optimizer, scheduler=self.scheduler,
+                                                       restore_rng=False, map_location=self.device)
         metrics = MetricsLog(args.out_dir / "metrics.csv")
         metrics.truncate(start_epoch)
         held_out: Dict[str, float] = {}
@@ -321,11 +324,11 @@ class EmbeddingTrainer:
                             scheduler=self.scheduler, extra=self.checkpoint_extra())
             metrics.plot(args.out_dir / "metrics.png",
                          [*self.train_columns, self.headline_metric, f"backbone_{self.headline_metric}"],
-                         title=f"{type(self).__name__} {args.backbone}")
+                         title=f"{self.title}, {args.backbone} ({self.headline_metric}: held-out classes)")
             if not args.no_progress:
                 name = self.headline_metric
-                headline = (f" held-out {name}: embedding {held_out[name]:.4f} backbone {held_out[f'backbone_{name}']:.4f}"
-                            if evaluate_now else "")
+                headline = (f" held-out {name}: embedding {held_out[name]:.4f} "
+                            f"backbone {held_out[f'backbone_{name}']:.4f}" if evaluate_now else "")
                 write(f"epoch {epoch + 1}/{args.epochs} loss {row['loss']:.4f}{headline} "
                       f"{images_per_s[-1]:.0f} img/s {epoch_times[-1]:.1f} s")
             if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch and epoch + 1 < args.epochs:
@@ -337,7 +340,7 @@ class EmbeddingTrainer:
 
     def checkpoint_extra(self) -> Dict[str, Any]:
         classes = self.split.train.classes
-        return {"args": plain_args(self.args), "data": self.split.description,
+        return {"args": checkpointable_args(self.args), "data": self.split.description,
                 "train_classes": [classes[i] for i in self.split.train_classes],
                 "test_classes": [classes[i] for i in self.split.test_classes]}
 
@@ -365,10 +368,10 @@ class EmbeddingTrainer:
         return summary
 
 
-    def report(self, summary: Mapping[str, Any], title: str, write: Write) -> None:
+    def report(self, summary: Mapping[str, Any], write: Write) -> None:
         args = self.args
         write("\n" + "=" * 78)
-        write(f"{title}: {summary['backbone']}, {summary['epochs']} epochs, {summary['images_per_batch']} images "
+        write(f"{self.title}: {summary['backbone']}, {summary['epochs']} epochs, {summary['images_per_batch']} images "
               "per batch")
         write(f"data: {summary['data']}")
         if "images_per_s" in summary:
@@ -405,7 +408,6 @@ def run(
     args: argparse.Namespace,
     trainer_cls: Type[EmbeddingTrainer],
     check_args: Callable[[argparse.Namespace, OpenSetSplit], None],
-    title: str,
     full: Mapping[str, Any],
     smoke: Mapping[str, Any],
     write: Write,
@@ -424,6 +426,6 @@ def run(
         trainer = trainer_cls(args, split)
         summary = trainer.fit(write)
         if summary is not None:
-            trainer.report(summary, title, write)
+            trainer.report(summary, write)
 
     return run_cli(body)
