@@ -4,7 +4,8 @@
 Shared here: the command-line arguments, the class-disjoint data split, the training loop (uint8 images resident on
 the device, batched random-resized-crop + flip augmentation there, AdamW with a cosine schedule, a checkpoint and a
 metrics row every epoch, ``--resume`` that continues to the same result) and the final comparison of the trained
-encoder with the same encoder at random initialisation and with raw pixels. A recipe subclasses
+encoder (its embeddings and its backbone's features) with the same encoder at random initialisation and with raw
+pixels. A recipe subclasses
 :class:`EmbeddingTrainer` for its batches and loss (:meth:`~EmbeddingTrainer.train_epoch`) and its held-out
 metrics (:meth:`~EmbeddingTrainer.held_out_metrics`), and calls :func:`run`. All text goes through the ``write``
 callable given to :func:`run` (the recipes pass ``print``).
