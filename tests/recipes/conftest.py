@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -24,3 +25,40 @@ def load_recipe(name: str) -> ModuleType:
 @pytest.fixture(scope="session")
 def simsiam_recipe() -> ModuleType:
     return load_recipe("simsiam_cifar")
+
+
+@pytest.fixture(scope="session")
+def linear_eval_recipe() -> ModuleType:
+    return load_recipe("linear_eval")
+
+
+@pytest.fixture(scope="session")
+def siamese_recipe() -> ModuleType:
+    return load_recipe("siamese_pairs")
+
+
+@pytest.fixture(scope="session")
+def triplet_recipe() -> ModuleType:
+    return load_recipe("triplet_retrieval")
+
+
+# simsiam_cifar.py's tiny configuration (see test_simsiam_recipe.py), one epoch: a checkpoint to evaluate.
+SIMSIAM_TINY = ["--subset", "128", "--batch-size", "32", "--input-size", "8", "--proj-dim", "32",
+                "--pred-hidden-dim", "8", "--linear-epochs", "3", "--eval-every", "1", "--knn-k", "20", "--no-progress",
+                "--no-baselines", "--threads", "1", "--epochs", "1"]
+
+
+@pytest.fixture(scope="session")
+def simsiam_run(simsiam_recipe: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The --out-dir of a tiny simsiam_cifar.py run (last.pt, summary.json with its linear probe)."""
+    out = tmp_path_factory.mktemp("simsiam_run")
+    assert simsiam_recipe.main([*SIMSIAM_TINY, "--out-dir", str(out)]) == 0
+    return out
+
+
+def one_line_error(result: "subprocess.CompletedProcess[str]") -> str:
+    """The single stderr line of a failed recipe run (torch's gpuGetDeviceCount noise left out)."""
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "gpuGetDeviceCount" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return lines[0]

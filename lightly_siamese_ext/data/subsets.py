@@ -1,0 +1,35 @@
+"""Parts of a dataset a recipe trains or evaluates on: a seeded random subset, or the first images of every class."""
+
+from __future__ import annotations
+
+import torch
+
+from lightly_siamese_ext.data.arrays import ImageArrays
+from lightly_siamese_ext.data.sources import subset
+from lightly_siamese_ext.data.targets import ClassIndex
+
+__all__ = ["first_per_class", "random_subset"]
+
+
+def random_subset(arrays: ImageArrays, size: int, seed: int, name: str = "size") -> ImageArrays:
+    """``size`` images drawn at random without replacement (from ``seed``), kept in dataset order.
+
+    Random rather than the first ``size``: datasets are often sorted by class. ``name`` is what error messages call
+    ``size`` (e.g. a command-line flag).
+    """
+    total = len(arrays.labels)
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= total:
+        raise ValueError(f"{name} must be an int in [1, {total}] (the number of images), got {size!r}")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    return subset(arrays, order[:size].sort().values)
+
+
+def first_per_class(arrays: ImageArrays, count: int, name: str = "count") -> ImageArrays:
+    """The first ``count`` images (in dataset order) of every class; all of a class's images when it has fewer.
+
+    ``name`` is what error messages call ``count``.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"{name} must be a positive int, got {count!r}")
+    keep = ClassIndex(arrays.labels.cpu()).rank_in_class < count
+    return subset(arrays, keep.nonzero().squeeze(1))

@@ -1,0 +1,59 @@
+"""What the recipes' command-line entry points share: user errors as one line, and the loud embedded-data notice."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, TextIO
+
+__all__ = ["USER_ERRORS", "add_data_arguments", "checkpointable_args", "embedded_data_notice", "run_cli"]
+
+# What a user's arguments or data can cause: reported as one line, without a traceback. Anything else is a bug and
+# keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+
+
+def run_cli(fn: Callable[[], None], stderr: Optional[TextIO] = None) -> int:
+    """Runs ``fn``; returns 0, or 2 after writing ``error: <first line of the message>`` to ``stderr`` (default
+    ``sys.stderr``) when it raises one of :data:`USER_ERRORS`."""
+    try:
+        fn()
+    except USER_ERRORS as error:
+        text = str(error).strip() or type(error).__name__
+        (stderr or sys.stderr).write(f"error: {text.splitlines()[0]}\n")
+        return 2
+    return 0
+
+
+def embedded_data_notice(what: str) -> str:
+    """A banner saying that the run fell back to the embedded digits, ``what`` naming the run (e.g. "a SMOKE RUN of
+    the pipeline (6 epochs, 8px)")."""
+    bar = "!" * 78
+    return (f"{bar}\n!! No data found (use --data-dir, or --download when online): falling back to the\n"
+            f"!! EMBEDDED scikit-learn digits. This is {what},\n!! not a CIFAR-10 result.\n{bar}")
+
+
+def add_data_arguments(
+    parser: argparse.ArgumentParser, inherited_from: Optional[str] = None
+) -> "argparse._ArgumentGroup":
+    """Adds the "data" group with the data-source arguments every recipe takes (``--data-dir``, ``--download``,
+    ``--cache-dir``: what :func:`lightly_siamese_ext.data.load_image_source` needs) and returns it for more.
+
+    With ``inherited_from`` (e.g. "the checkpoint's") all three default to None, which the recipe reads as "not
+    given here: take it from there"; ``--download`` then is True or None, never False.
+    """
+    group = parser.add_argument_group("data" if inherited_from is None else f"data (default: {inherited_from})")
+    group.add_argument("--data-dir", type=Path, default=None,
+                       help="CIFAR-10 (cifar-10-batches-py) or an ImageFolder; absent: embedded digits (smoke run)")
+    group.add_argument("--download", action="store_true", default=None if inherited_from else False,
+                       help="download CIFAR-10 into --data-dir when online")
+    group.add_argument("--cache-dir", type=Path, default=None,
+                       help="where decoded ImageFolder images are cached as .npy (default: $LSE_CACHE_DIR or "
+                            "~/.cache/lightly_siamese_ext)")
+    return group
+
+
+def checkpointable_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """``vars(args)`` with paths as strings: what a ``weights_only`` checkpoint can hold (``extra={"args": ...}``)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}

@@ -1,0 +1,52 @@
+import io
+
+import pytest
+
+from lightly_siamese_ext.training.cli import add_data_arguments, checkpointable_args, embedded_data_notice, run_cli
+
+
+@pytest.mark.parametrize("error", [ValueError("bad --x\nsecond line"), FileNotFoundError("bad --x"),
+                                   NotADirectoryError("bad --x")])
+def test_user_errors_become_one_line_and_status_2(error: Exception) -> None:
+    def fail() -> None:
+        raise error
+
+    stderr = io.StringIO()
+    assert run_cli(fail, stderr=stderr) == 2
+    assert stderr.getvalue() == "error: bad --x\n"
+
+
+def test_success_and_bugs() -> None:
+    assert run_cli(lambda: None) == 0
+    with pytest.raises(KeyError):  # not a user error: keeps its traceback
+        run_cli(lambda: {}["missing"])
+
+
+def test_embedded_notice_is_loud_and_names_the_run() -> None:
+    text = embedded_data_notice("a SMOKE RUN (3 epochs)")
+    assert "EMBEDDED scikit-learn digits" in text and "a SMOKE RUN (3 epochs)" in text
+    assert text.startswith("!" * 78)
+
+
+def test_checkpointable_args_survive_a_weights_only_checkpoint(tmp_path) -> None:
+    import argparse
+    from pathlib import Path
+
+    import torch
+
+    args = argparse.Namespace(data_dir=Path("/data/cifar"), cache_dir=None, epochs=3, lr=0.1, resume=False)
+    plain = checkpointable_args(args)
+    assert plain == {"data_dir": "/data/cifar", "cache_dir": None, "epochs": 3, "lr": 0.1, "resume": False}
+    torch.save({"args": plain}, tmp_path / "c.pt")
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["args"] == plain
+
+
+def test_data_arguments_default_to_none_when_inherited() -> None:
+    import argparse
+
+    own, inheriting = argparse.ArgumentParser(), argparse.ArgumentParser()
+    add_data_arguments(own)
+    add_data_arguments(inheriting, inherited_from="the checkpoint's")
+    assert vars(own.parse_args([])) == {"data_dir": None, "download": False, "cache_dir": None}
+    assert vars(inheriting.parse_args([])) == {"data_dir": None, "download": None, "cache_dir": None}
+    assert inheriting.parse_args(["--download"]).download is True
