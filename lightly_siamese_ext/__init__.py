@@ -41,11 +41,12 @@ from lightly_siamese_ext.losses import (
 )
 from lightly_siamese_ext.models import SiameseNetwork, SimSiam, SimSiamOutput, simsiam_loss
 from lightly_siamese_ext.optim import CosineWarmupScheduler
-from lightly_siamese_ext.transforms import BatchedEvalTransform, BatchedSimSiamTransform
+from lightly_siamese_ext.transforms import BatchedCropFlipTransform, BatchedEvalTransform, BatchedSimSiamTransform
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchedCropFlipTransform",
     "BatchedEvalTransform",
     "BatchedSimSiamTransform",
     "CIFAR10_MEAN",

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import replace
@@ -42,7 +41,8 @@ from torch import Tensor
 
 import lightly_siamese_ext as lse
 from lightly_siamese_ext.backbones import check_model_name
-from lightly_siamese_ext.data import ArrayImageDataset, GPUResidentLoader, ImageArrays, load_train_test, subset
+from lightly_siamese_ext.data import ArrayImageDataset, GPUResidentLoader, ImageArrays, load_train_test
+from lightly_siamese_ext.data.subsets import random_subset
 from lightly_siamese_ext.data import TrainTestSplit as Splits
 from lightly_siamese_ext.evaluation import CollapseMonitor, extract_features, knn_accuracy, linear_probe
 from lightly_siamese_ext.training import (
@@ -53,6 +53,7 @@ from lightly_siamese_ext.training import (
     save_checkpoint,
     simsiam_train_step,
 )
+from lightly_siamese_ext.training.cli import add_data_arguments, checkpointable_args, embedded_data_notice, run_cli
 from lightly_siamese_ext.training.distributed import ranks_agree
 from lightly_siamese_ext.transforms import BatchedEvalTransform, BatchedSimSiamTransform
 
@@ -66,12 +67,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", type=Path, default=None,
-                      help="CIFAR-10 (cifar-10-batches-py) or an ImageFolder; absent: embedded digits (smoke run)")
-    data.add_argument("--download", action="store_true", help="download CIFAR-10 into --data-dir when online")
-    data.add_argument("--cache-dir", type=Path, default=None,
-                      help="where decoded images are cached as .npy (default: <data-dir>/.lse_cache)")
+    data = add_data_arguments(parser)
     data.add_argument("--holdout-per-class", type=int, default=500,
                       help="images per class held out for evaluation when the data has no test split")
     data.add_argument("--subset", type=int, default=None,
@@ -142,11 +138,7 @@ def load_splits(args: argparse.Namespace) -> Splits:
                              holdout_per_class=args.holdout_per_class, embedded_size=SMOKE["input_size"])
     if args.subset is None:
         return splits
-    if not 0 < args.subset <= len(splits.train.labels):
-        raise ValueError(f"--subset must be in [1, {len(splits.train.labels)}], got {args.subset}")
-    # A seeded random subset: dataset order is often sorted by class.
-    order = torch.randperm(len(splits.train.labels), generator=torch.Generator().manual_seed(args.seed))
-    return replace(splits, train=subset(splits.train, order[: args.subset].sort().values))
+    return replace(splits, train=random_subset(splits.train, args.subset, args.seed, name="--subset"))
 
 
 def resolve_defaults(args: argparse.Namespace, embedded: bool) -> None:
@@ -308,7 +300,7 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
             }
             metrics.append(row)
             save_checkpoint(checkpoint_path, model=model, epoch=epoch + 1, optimizer=optimizer, scheduler=scheduler,
-                            extra={"args": _plain(vars(args)), "data": splits.description})
+                            extra={"args": checkpointable_args(args), "data": splits.description})
             metrics.plot(args.out_dir / "metrics.png", ["loss", "knn_top1", "collapse_std"],
                          title=f"SimSiam {args.backbone}")
             progress(epoch, row, steps_per_epoch)
@@ -439,30 +431,21 @@ def _report(summary: Dict[str, Any], args: argparse.Namespace) -> None:
     print("=" * 78)
 
 
-def _plain(values: Dict[str, Any]) -> Dict[str, Any]:
-    return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
-
-
-# --------------------------------------------------------------------------------------------------- main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def run() -> None:
         splits = load_splits(args)
         resolve_defaults(args, splits.embedded)
         if splits.embedded:
-            print("!" * 78 + "\n!! No CIFAR-10 found (use --data-dir, or --download when online): falling back to the"
-                  "\n!! EMBEDDED scikit-learn digits. This is a SMOKE RUN of the pipeline "
-                  f"({args.epochs} epochs, {args.input_size}px),\n!! not a CIFAR-10 result.\n" + "!" * 78, flush=True)
+            print(embedded_data_notice(f"a SMOKE RUN of the pipeline ({args.epochs} epochs, {args.input_size}px)"),
+                  flush=True)
         check_args(args, len(splits.train.labels))
         print(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
-              "evaluation images",
-              flush=True)
+              "evaluation images", flush=True)
         launch(train_worker, args.devices, args=(args, splits))
-    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from lightly_siamese_ext.data.array_dataset import ArrayImageDataset
 from lightly_siamese_ext.data.arrays import ImageArrays, images_from_numpy, load_cifar10_folder, load_image_folder
 from lightly_siamese_ext.data.gpu_loader import GPUResidentLoader
 from lightly_siamese_ext.data.pairs import PairDataset, TripletDataset
+from lightly_siamese_ext.data.class_split import OpenSetSplit, open_set_split, split_classes
 from lightly_siamese_ext.data.samplers import PKSampler
 from lightly_siamese_ext.data.sources import (
     ImageSource,
@@ -14,6 +15,7 @@ from lightly_siamese_ext.data.sources import (
     load_train_test,
     subset,
 )
+from lightly_siamese_ext.data.subsets import first_per_class, random_subset
 from lightly_siamese_ext.data.targets import read_targets
 
 __all__ = [
@@ -21,10 +23,12 @@ __all__ = [
     "GPUResidentLoader",
     "ImageArrays",
     "ImageSource",
+    "OpenSetSplit",
     "PKSampler",
     "PairDataset",
     "TrainTestSplit",
     "TripletDataset",
+    "first_per_class",
     "holdout_split",
     "images_from_numpy",
     "load_cifar10_folder",
@@ -32,6 +36,9 @@ __all__ = [
     "load_image_folder",
     "load_image_source",
     "load_train_test",
+    "open_set_split",
+    "random_subset",
     "read_targets",
+    "split_classes",
     "subset",
 ]

@@ -6,9 +6,11 @@ from lightly_siamese_ext.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from lightly_siamese_ext.training.cli import run_cli
 from lightly_siamese_ext.training.distributed import launch
 from lightly_siamese_ext.training.flops import count_flops, model_flops_utilization, peak_flops_per_second
 from lightly_siamese_ext.training.metrics_log import MetricsLog
+from lightly_siamese_ext.training.run_dir import prepare_run_dir
 from lightly_siamese_ext.training.step import autocast_context, simsiam_train_step
 
 __all__ = [
@@ -17,9 +19,11 @@ __all__ = [
     "capture_rng_state",
     "load_checkpoint",
     "restore_rng_state",
+    "run_cli",
     "save_checkpoint",
     "count_flops",
     "launch",
+    "prepare_run_dir",
     "model_flops_utilization",
     "peak_flops_per_second",
     "simsiam_train_step",

@@ -10,12 +10,13 @@ from torch import Tensor, nn
 
 from lightly_siamese_ext._validation import check_positive_int
 from lightly_siamese_ext.transforms import functional as BF
+from lightly_siamese_ext.transforms._generators import SeededGenerators
 from lightly_siamese_ext.transforms.simsiam import _check_probability, _check_range
 
 __all__ = ["BatchedCropFlipTransform"]
 
 
-class BatchedCropFlipTransform(nn.Module):
+class BatchedCropFlipTransform(SeededGenerators, nn.Module):
     """``RandomResizedCrop(input_size, scale=(min_scale, 1)) -> RandomHorizontalFlip(hf_prob) -> Normalize`` for a
     whole batch, one view per image: the training augmentation of lightly's linear-evaluation benchmarks, and a
     mild augmentation for pair / triplet training.
@@ -58,20 +59,11 @@ class BatchedCropFlipTransform(nn.Module):
         self.seed = int(seed)
         self._generators: Dict[str, torch.Generator] = {}
 
-    def generator(self, device: torch.device) -> torch.Generator:
-        """This module's generator on ``device``, created from ``seed`` on first use."""
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[key]
-
     def forward(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """One augmented view (B, 3, input_size, input_size) of every image of ``images`` (B, 3, H, W)."""
         BF.check_image_batch(images)
         device = images.device
-        gen = self.generator(device) if generator is None else generator
-        if gen.device.type != device.type:
-            raise ValueError(f"generator must be on the images' device ({device}), got one on {gen.device}")
+        gen = self._generator_for(images, generator)
         batch, _, height, width = images.shape
         boxes = BF.random_resized_crop_params(batch, height, width, self.scale, self.ratio, gen, device)
         flip = torch.rand(batch, device=device, generator=gen) < self.hf_prob if self.hf_prob > 0 else None

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from lightly_siamese_ext._validation import check_positive_int
 from lightly_siamese_ext.transforms import functional as BF
+from lightly_siamese_ext.transforms._generators import SeededGenerators
 from lightly_siamese_ext.transforms._workspace import Workspace
 
 __all__ = ["BatchedSimSiamTransform"]
@@ -41,7 +42,7 @@ def _rotation_range(rr_degrees: Union[None, float, Tuple[float, float]]) -> Opti
     return _check_range(rr_degrees, "rr_degrees", -math.inf, math.inf)
 
 
-class BatchedSimSiamTransform(nn.Module):
+class BatchedSimSiamTransform(SeededGenerators, nn.Module):
     """Lightly's ``SimSiamTransform`` for a batch tensor: two augmented views of every
     image, with per-sample random parameters drawn on the batch's device.
 
@@ -148,13 +149,6 @@ class BatchedSimSiamTransform(nn.Module):
         state["_generators"], state["_workspaces"] = {}, {}
         return state
 
-    def generator(self, device: torch.device) -> torch.Generator:
-        """This module's generator on ``device``, created from ``seed`` on first use."""
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[key]
-
     def forward(self, images: Tensor, generator: Optional[torch.Generator] = None) -> List[Tensor]:
         """Two augmented views of ``images`` (B, 3, H, W), uint8 or float in [0, 1].
 
@@ -162,9 +156,7 @@ class BatchedSimSiamTransform(nn.Module):
         """
         BF.check_image_batch(images)
         device = images.device
-        gen = self.generator(device) if generator is None else generator
-        if gen.device.type != device.type:
-            raise ValueError(f"generator must be on the images' device ({device}), got one on {gen.device}")
+        gen = self._generator_for(images, generator)
         batch, _, height, width = images.shape
         n = 2 * batch  # both views in one batched pass
 
