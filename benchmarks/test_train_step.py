@@ -60,10 +60,11 @@ def _flops_per_image(device: torch.device) -> int:
     return count_flops(step) // 4
 
 
-def _record(benchmark, step, *, case, impl, batch, device, compare_to=None, flops_per_image=None, rounds=3):
+def _record(benchmark, step, *, case, impl, batch, device, compare_to=None, flops_per_image=None, rounds=5):
+    # Two warm-up steps: the first steps of a fresh model pay for allocator growth and page faults.
     row = run_benchmark(
         benchmark, step, area=AREA, case=case, impl=impl, items=batch, unit="img/s", device=device,
-        reference="lightly ResNetGenerator + SimSiam heads", rounds=rounds, compare_to=compare_to,
+        reference="lightly ResNetGenerator + SimSiam heads", rounds=rounds, warmup_rounds=2, compare_to=compare_to,
         flops_per_image=flops_per_image,
     )
     if flops_per_image and row.median_s == row.median_s:  # not NaN
