@@ -100,7 +100,9 @@ class PairDataset(_EpochResampled):
         dataset: map-style dataset returning ``(image, target)`` or ``(image, target, filename)``.
         positive_fraction: fraction of same-class pairs per epoch, in [0, 1].
         transform: applied to each of the two images.
-        seed: the pairs of epoch ``e`` are drawn from ``seed + e``.
+        seed: the pairs of epoch ``e`` are drawn from ``seed + e``. Shuffle the batches with a different seed
+            (e.g. a DataLoader generator seeded otherwise): with the same one, the shuffle can line up with the
+            positive/negative choice and give batches of only same-class or only different-class pairs.
     """
 
     def __init__(
