@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
 
-def check_image_batch(x: object, name: str, in_chans: Optional[int] = None) -> Tensor:
-    """Checks that ``x`` is a floating (B, C, H, W) image batch with ``in_chans`` channels."""
+def check_image_batch(x: object, name: str, in_chans: Optional[int] = None, allow_uint8: bool = False) -> Tensor:
+    """Checks that ``x`` is a (B, C, H, W) image batch, floating (or uint8 with ``allow_uint8``), with
+    ``in_chans`` channels when given."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.ndim != 4:
@@ -17,7 +19,9 @@ def check_image_batch(x: object, name: str, in_chans: Optional[int] = None) -> T
             f"{name} must be a 4-D image batch of shape (B, C, H, W), got a {x.ndim}-D tensor of shape "
             f"{tuple(x.shape)}"
         )
-    if not x.is_floating_point():
+    if allow_uint8 and x.dtype != torch.uint8 and not x.is_floating_point():
+        raise TypeError(f"{name} must be uint8 (0..255) or floating point (0..1), got dtype {x.dtype}")
+    if not allow_uint8 and not x.is_floating_point():
         raise TypeError(
             f"{name} must be a floating-point tensor (normalised images), got dtype {x.dtype}; "
             f"convert uint8 images first, e.g. with the batched transforms in lightly_siamese_ext.transforms"

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightly_siamese_ext._validation import check_image_batch as _check_image_batch
+
 __all__ = [
     "adjust_brightness",
     "adjust_contrast",
@@ -55,18 +57,7 @@ def fresh(name: str, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.d
 
 def check_image_batch(images: object, name: str = "images") -> Tensor:
     """Checks that ``images`` is a uint8 or floating (B, 3, H, W) tensor."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
-    if images.ndim != 4:
-        raise ValueError(
-            f"{name} must be a 4-D batch of shape (B, 3, H, W), got a {images.ndim}-D tensor of shape "
-            f"{tuple(images.shape)}"
-        )
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(f"{name} must be uint8 (0..255) or floating point (0..1), got dtype {images.dtype}")
-    if images.shape[1] != 3:
-        raise ValueError(f"{name} must have 3 (RGB) channels, shape (B, 3, H, W), got shape {tuple(images.shape)}")
-    return images
+    return _check_image_batch(images, name, in_chans=3, allow_uint8=True)
 
 
 def _check_per_sample(value: Tensor, name: str, batch_size: int, trailing: Tuple[int, ...] = ()) -> Tensor:
