@@ -27,6 +27,7 @@ summary.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -252,6 +253,7 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
     steps_per_epoch = len(splits.train.labels) // args.batch_size
     collapse = CollapseMonitor(gather_distributed=world_size > 1)
     last_knn: Optional[Dict[str, float]] = None
+    last_features: Optional[Tuple[Tensor, Tensor]] = None  # (bank, query) of the last evaluation
     epoch_times: List[float] = []
     images_per_s: List[float] = []
     progress = _progress(args, is_main, start_epoch)
@@ -287,7 +289,8 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
         evaluate_now = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
         if is_main:
             if evaluate_now:
-                last_knn = knn_eval(model, splits, device, args)
+                last_features = encode_splits(model.embed, splits, device, args)
+                last_knn = knn_of(last_features, splits, args)
             row = {
                 "epoch": epoch + 1,
                 "loss": epoch_loss,
@@ -317,7 +320,7 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
 
     agree = ranks_agree(model) if world_size > 1 else True
     if is_main:
-        finish(model, splits, device, args, last_knn, epoch_times, images_per_s, agree, world_size)
+        finish(model, splits, device, args, last_knn, last_features, epoch_times, images_per_s, agree, world_size)
 
 
 def _mean_across_ranks(value: Tensor, world_size: int) -> float:
@@ -357,18 +360,21 @@ def features_of(encoder: Any, data: ImageArrays, device: torch.device, args: arg
     return extract_features(encoder, data.images, device=device, preprocess=preprocess)[0]
 
 
-def knn_eval(model: lse.SimSiam, splits: Splits, device: torch.device, args: argparse.Namespace,
-             encoder: Any = None) -> Dict[str, float]:
-    encoder = encoder or model.embed
-    bank = features_of(encoder, splits.train, device, args)
-    query = features_of(encoder, splits.test, device, args)
-    return knn_accuracy(query, splits.test.labels.to(device), bank, splits.train.labels.to(device),
+def encode_splits(encoder: Any, splits: Splits, device: torch.device,
+                  args: argparse.Namespace) -> Tuple[Tensor, Tensor]:
+    """Features of the training split (the kNN bank) and of the evaluation split."""
+    return features_of(encoder, splits.train, device, args), features_of(encoder, splits.test, device, args)
+
+
+def knn_of(features: Tuple[Tensor, Tensor], splits: Splits, args: argparse.Namespace) -> Dict[str, float]:
+    bank, query = features
+    return knn_accuracy(query, splits.test.labels.to(query.device), bank, splits.train.labels.to(bank.device),
                         num_classes=len(splits.train.classes), k=min(args.knn_k, len(bank)), temperature=args.knn_t)
 
 
 def finish(model: lse.SimSiam, splits: Splits, device: torch.device, args: argparse.Namespace,
-           knn: Optional[Dict[str, float]], epoch_times: List[float], images_per_s: List[float], ranks_agree_: bool,
-           world_size: int) -> None:
+           knn: Optional[Dict[str, float]], features: Optional[Tuple[Tensor, Tensor]], epoch_times: List[float],
+           images_per_s: List[float], ranks_agree_: bool, world_size: int) -> None:
     summary: Dict[str, Any] = {
         "data": splits.description,
         "embedded_smoke_run": splits.embedded,
@@ -380,9 +386,11 @@ def finish(model: lse.SimSiam, splits: Splits, device: torch.device, args: argpa
         "knn": knn,
         "ranks_agree": ranks_agree_,
     }
+    if features is None:  # resumed after the last epoch: nothing was evaluated in this process
+        features = encode_splits(model.embed, splits, device, args)
+        summary["knn"] = knn_of(features, splits, args)
     if args.linear_epochs > 0:
-        bank = features_of(model.embed, splits.train, device, args)
-        query = features_of(model.embed, splits.test, device, args)
+        bank, query = features
         probe = linear_probe(bank, splits.train.labels.to(device), query, splits.test.labels.to(device),
                              num_classes=len(splits.train.classes), epochs=args.linear_epochs, seed=args.seed)
         summary["linear"] = {key: value for key, value in probe.items() if isinstance(value, float)}
@@ -390,16 +398,17 @@ def finish(model: lse.SimSiam, splits: Splits, device: torch.device, args: argpa
         torch.manual_seed(args.seed)
         random_init = lse.SimSiam(args.backbone, proj_layers=args.proj_layers, proj_dim=args.proj_dim,
                                   pred_hidden_dim=args.pred_hidden_dim).to(device)
-        summary["knn_random_init"] = knn_eval(random_init, splits, device, args)
-        summary["knn_raw_pixels"] = knn_eval(model, splits, device, args,
-                                             encoder=lambda x: x.flatten(start_dim=1))
+        summary["knn_random_init"] = knn_of(encode_splits(random_init.embed, splits, device, args), splits, args)
+        summary["knn_raw_pixels"] = knn_of(encode_splits(lambda x: x.flatten(start_dim=1), splits, device, args),
+                                           splits, args)
     if epoch_times:
         summary["epoch_time_s"] = sum(epoch_times) / len(epoch_times)
         summary["images_per_s"] = sum(images_per_s) / len(images_per_s)
+    # Counted on a copy: a training-mode pass would move the trained model's batch-norm statistics.
+    probe_model = copy.deepcopy(model)
     flops_input = torch.zeros(2, 3, args.input_size, args.input_size, device=device)
     summary["train_flops_per_image"] = count_flops(
-        lambda: lse.simsiam_loss(model(flops_input, flops_input)).backward()) // 2
-    model.zero_grad(set_to_none=True)
+        lambda: lse.simsiam_loss(probe_model(flops_input, flops_input)).backward()) // 2
     (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     _report(summary, args)
 
