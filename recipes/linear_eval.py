@@ -46,7 +46,7 @@ import lightly_siamese_ext as lse
 from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import TrainTestSplit, load_train_test
 from lightly_siamese_ext.data.subsets import random_subset
-from lightly_siamese_ext.training import MetricsLog, load_checkpoint, save_checkpoint
+from lightly_siamese_ext.training import MetricsLog, load_checkpoint, pyplot_or_none, save_checkpoint
 from lightly_siamese_ext.training.cli import add_data_arguments, checkpointable_args, embedded_data_notice, run_cli
 from lightly_siamese_ext.transforms import BatchedEvalTransform
 from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
@@ -288,11 +288,9 @@ def per_class_accuracy(encoder: Callable[[Tensor], Tensor], classifier: nn.Modul
 
 
 def plot_per_class(accuracy: List[float], classes: List[str], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot_or_none()
+    if plt is None:
+        return
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(classes) + 1), 3.2))
     ax.bar(range(len(classes)), accuracy)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")

@@ -9,7 +9,7 @@ from lightly_siamese_ext.training.checkpoint import (
 from lightly_siamese_ext.training.cli import run_cli
 from lightly_siamese_ext.training.distributed import launch
 from lightly_siamese_ext.training.flops import count_flops, model_flops_utilization, peak_flops_per_second
-from lightly_siamese_ext.training.metrics_log import MetricsLog
+from lightly_siamese_ext.training.metrics_log import MetricsLog, pyplot_or_none
 from lightly_siamese_ext.training.run_dir import prepare_run_dir
 from lightly_siamese_ext.training.step import autocast_context, simsiam_train_step
 
@@ -26,5 +26,6 @@ __all__ = [
     "prepare_run_dir",
     "model_flops_utilization",
     "peak_flops_per_second",
+    "pyplot_or_none",
     "simsiam_train_step",
 ]

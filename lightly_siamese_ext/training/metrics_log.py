@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-__all__ = ["MetricsLog"]
+__all__ = ["MetricsLog", "pyplot_or_none"]
 
 Value = Union[int, float, str, None]
+
+
+def pyplot_or_none() -> Optional[Any]:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend, or None (with a warning) when matplotlib is not
+    installed: plots are a convenience, and a long run on a bare machine must not die at its first plot."""
+    try:
+        import matplotlib
+    except ImportError:
+        warnings.warn("matplotlib is not installed (pip install 'lightly-siamese-ext[recipes]'): no plots are "
+                      "written; the CSV files have the same numbers", RuntimeWarning, stacklevel=2)
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 class MetricsLog:
@@ -55,13 +71,12 @@ class MetricsLog:
     def column(self, name: str) -> List[float]:
         return [float(row[name]) if row.get(name) not in (None, "") else math.nan for row in self.rows]
 
-    def plot(self, path: Union[str, Path], columns: Sequence[str], title: Optional[str] = None) -> Path:
-        """One panel per column against the epoch (needs matplotlib, from the ``recipes`` extra)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    def plot(self, path: Union[str, Path], columns: Sequence[str], title: Optional[str] = None) -> Optional[Path]:
+        """One panel per column against the epoch; returns the PNG's path, or None without matplotlib (from the
+        ``recipes`` extra)."""
+        plt = pyplot_or_none()
+        if plt is None:
+            return None
         columns = [c for c in columns if c in self.columns]
         fig, axes = plt.subplots(1, max(len(columns), 1), figsize=(4 * max(len(columns), 1), 3.2), squeeze=False)
         epochs = self.column("epoch")

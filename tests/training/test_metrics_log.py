@@ -1,4 +1,5 @@
 import csv
+import sys
 
 import pytest
 
@@ -35,3 +36,13 @@ def test_plot_writes_a_png(tmp_path) -> None:
         log.append({"epoch": epoch, "loss": 1.0 / epoch, "knn_top1": None})
     path = log.plot(tmp_path / "m.png", ["loss", "knn_top1"])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_warns_and_keeps_the_csv(tmp_path, monkeypatch) -> None:
+    for name in ("matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, name, None)  # a None entry makes `import` raise ImportError
+    log = MetricsLog(tmp_path / "m.csv")
+    log.append({"epoch": 1, "loss": 1.0})
+    with pytest.warns(RuntimeWarning, match="matplotlib is not installed"):
+        assert log.plot(tmp_path / "m.png", ["loss"]) is None
+    assert not (tmp_path / "m.png").exists() and (tmp_path / "m.csv").exists()
