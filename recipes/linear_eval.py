@@ -47,7 +47,8 @@ from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import TrainTestSplit, load_train_test
 from lightly_siamese_ext.data.subsets import random_subset
 from lightly_siamese_ext.training import MetricsLog, load_checkpoint, pyplot_or_none, save_checkpoint
-from lightly_siamese_ext.training.cli import add_data_arguments, checkpointable_args, embedded_data_notice, run_cli
+from lightly_siamese_ext.training.cli import (add_data_arguments, checkpointable_args, embedded_data_notice,
+                                             parse_key_values, run_cli)
 from lightly_siamese_ext.transforms import BatchedEvalTransform
 from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
 
@@ -126,7 +127,8 @@ def load_encoder(args: argparse.Namespace) -> Tuple[lse.SimSiam, Dict[str, Any]]
     if not isinstance(trained, dict) or "proj_dim" not in trained:
         raise ValueError(f"--checkpoint {args.checkpoint} was not written by simsiam_cifar.py (no training arguments)")
     model = lse.SimSiam(backbone=trained["backbone"], proj_layers=trained["proj_layers"],
-                        proj_dim=trained["proj_dim"], pred_hidden_dim=trained["pred_hidden_dim"])
+                        proj_dim=trained["proj_dim"], pred_hidden_dim=trained["pred_hidden_dim"],
+                        **parse_key_values(trained.get("backbone_kwargs", []), "--backbone-kwargs"))
     load_checkpoint(args.checkpoint, model=model, restore_rng=False)
     for name in DATA_ARGUMENTS:
         if getattr(args, name) is None and trained.get(name) is not None:

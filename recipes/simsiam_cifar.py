@@ -54,7 +54,8 @@ from lightly_siamese_ext.training import (
     save_checkpoint,
     simsiam_train_step,
 )
-from lightly_siamese_ext.training.cli import add_data_arguments, checkpointable_args, embedded_data_notice, run_cli
+from lightly_siamese_ext.training.cli import (add_data_arguments, checkpointable_args, embedded_data_notice,
+                                             parse_key_values, run_cli)
 from lightly_siamese_ext.training.distributed import ranks_agree
 from lightly_siamese_ext.transforms import BatchedEvalTransform, BatchedSimSiamTransform
 
@@ -80,6 +81,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", default="resnet18_cifar", help="any timm model name")
+    model.add_argument("--backbone-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="passed to timm.create_model, e.g. zero_init_last=False drop_path_rate=0.1")
     model.add_argument("--proj-layers", type=int, default=2, help="projector depth (2 = CIFAR, 3 = ImageNet)")
     model.add_argument("--proj-dim", type=int, default=2048)
     model.add_argument("--pred-hidden-dim", type=int, default=512)
@@ -152,6 +155,12 @@ def resolve_defaults(args: argparse.Namespace, embedded: bool) -> None:
 
 def check_args(args: argparse.Namespace, n_train: int) -> None:
     check_model_name(args.backbone, "--backbone")
+    if args.backbone_kwargs:
+        try:  # timm reports an argument the model does not take as a TypeError, deep in its builder
+            build_model(args)
+        except TypeError as error:
+            raise ValueError(f"--backbone-kwargs {' '.join(args.backbone_kwargs)} do not fit --backbone "
+                             f"{args.backbone}: {error}") from error
     per_rank = args.batch_size // args.devices
     if args.batch_size % args.devices:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by --devices {args.devices}")
@@ -167,6 +176,13 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ training
+def build_model(args: argparse.Namespace) -> lse.SimSiam:
+    """The SimSiam model the arguments describe (also how linear_eval.py rebuilds it from a checkpoint)."""
+    return lse.SimSiam(args.backbone, proj_layers=args.proj_layers, proj_dim=args.proj_dim,
+                       pred_hidden_dim=args.pred_hidden_dim,
+                       **parse_key_values(args.backbone_kwargs, "--backbone-kwargs"))
+
+
 def device_for(args: argparse.Namespace, rank: int) -> torch.device:
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     return torch.device("cuda", rank % max(torch.cuda.device_count(), 1)) if use_cuda else torch.device("cpu")
@@ -212,8 +228,7 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     torch.manual_seed(args.seed)
-    model = lse.SimSiam(args.backbone, proj_layers=args.proj_layers, proj_dim=args.proj_dim,
-                        pred_hidden_dim=args.pred_hidden_dim)
+    model = build_model(args)
     if args.sync_bn and world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=memory_format)
@@ -396,8 +411,7 @@ def finish(model: lse.SimSiam, splits: Splits, device: torch.device, args: argpa
         summary["linear"] = {key: value for key, value in probe.items() if isinstance(value, float)}
     if not args.no_baselines:
         torch.manual_seed(args.seed)
-        random_init = lse.SimSiam(args.backbone, proj_layers=args.proj_layers, proj_dim=args.proj_dim,
-                                  pred_hidden_dim=args.pred_hidden_dim).to(device)
+        random_init = build_model(args).to(device)
         summary["knn_random_init"] = knn_of(encode_splits(random_init.embed, splits, device, args), splits, args)
         summary["knn_raw_pixels"] = knn_of(encode_splits(lambda x: x.flatten(start_dim=1), splits, device, args),
                                            splits, args)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, TextIO
+from typing import Any, Callable, Dict, Optional, Sequence, TextIO
 
-__all__ = ["USER_ERRORS", "add_data_arguments", "checkpointable_args", "embedded_data_notice", "run_cli"]
+__all__ = ["USER_ERRORS", "add_data_arguments", "checkpointable_args", "embedded_data_notice", "parse_key_values",
+           "run_cli"]
 
 # What a user's arguments or data can cause: reported as one line, without a traceback. Anything else is a bug and
 # keeps its traceback.
@@ -57,3 +59,19 @@ def add_data_arguments(
 def checkpointable_args(args: argparse.Namespace) -> Dict[str, Any]:
     """``vars(args)`` with paths as strings: what a ``weights_only`` checkpoint can hold (``extra={"args": ...}``)."""
     return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+def parse_key_values(items: Sequence[str], name: str) -> Dict[str, Any]:
+    """``["zero_init_last=False", "drop_path_rate=0.1"]`` -> ``{"zero_init_last": False, "drop_path_rate": 0.1}``,
+    like timm's ``--model-kwargs``. Values are Python literals; anything else stays a string. ``name`` is the
+    command-line argument that errors name."""
+    parsed: Dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"{name} takes KEY=VALUE pairs with KEY a Python identifier, got {item!r}")
+        try:
+            parsed[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed[key] = text
+    return parsed

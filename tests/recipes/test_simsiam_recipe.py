@@ -61,6 +61,25 @@ def test_kill_and_resume_gives_the_same_weights_as_a_straight_run(simsiam_recipe
     assert losses[0] == losses[1]
 
 
+def test_backbone_kwargs_reach_timm_and_the_checkpoint(simsiam_recipe, linear_eval_recipe, tmp_path) -> None:
+    out = tmp_path / "narrow"
+    kwargs = ["channels=(8, 16, 32, 64)", "zero_init_last=False"]
+    assert simsiam_recipe.main([*TINY, "--epochs", "1", "--linear-epochs", "0", "--backbone-kwargs", *kwargs,
+                                "--out-dir", str(out)]) == 0
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert payload["extra"]["args"]["backbone_kwargs"] == kwargs
+    weights = payload["model"]
+    assert weights["backbone.layer4.1.conv2.weight"].shape == (64, 64, 3, 3)  # timm got the narrow channels
+    assert weights["projection_head.layers.0.weight"].shape[1] == 64
+    # timm zero-initialises each block's last BN unless told not to; the trained weights moved from 1.
+    assert weights["backbone.layer1.0.bn2.weight"].abs().min() > 0.5
+    default = simsiam_recipe.build_model(simsiam_recipe.parse_args([]))
+    assert torch.count_nonzero(default.backbone.layer1[0].bn2.weight) == 0
+    # linear_eval.py rebuilds the same architecture from the checkpoint alone (a size mismatch otherwise).
+    assert linear_eval_recipe.main(["--checkpoint", str(out / "last.pt"), "--epochs", "1", "--threads", "1",
+                                    "--no-progress", "--out-dir", str(tmp_path / "linear")]) == 0
+
+
 def test_lightly_pipeline_trains_on_lightlys_views(simsiam_recipe, tmp_path) -> None:
     out = tmp_path / "lightly"
     assert simsiam_recipe.main([*TINY, "--epochs", "1", "--pipeline", "lightly", "--num-workers", "0",
@@ -84,6 +103,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["--data-dir", "/nonexistent/cifar"], "does not exist"),
         (["--batch-size", "4096"], "larger than the training set"),
         (["--backbone", "resnet18_cifr", "--epochs", "1"], "unknown timm model"),
+        (["--backbone-kwargs", "zero_init_lst=False"], "do not fit --backbone resnet18_cifar"),
+        (["--backbone-kwargs", "zero_init_last"], "KEY=VALUE"),
     ],
 )
 def test_bad_arguments_end_with_one_line_error(args: list, message: str, tmp_path) -> None:

@@ -2,7 +2,8 @@ import io
 
 import pytest
 
-from lightly_siamese_ext.training.cli import add_data_arguments, checkpointable_args, embedded_data_notice, run_cli
+from lightly_siamese_ext.training.cli import (add_data_arguments, checkpointable_args, embedded_data_notice,
+                                             parse_key_values, run_cli)
 
 
 @pytest.mark.parametrize("error", [ValueError("bad --x\nsecond line"), FileNotFoundError("bad --x"),
@@ -50,3 +51,17 @@ def test_data_arguments_default_to_none_when_inherited() -> None:
     assert vars(own.parse_args([])) == {"data_dir": None, "download": False, "cache_dir": None}
     assert vars(inheriting.parse_args([])) == {"data_dir": None, "download": None, "cache_dir": None}
     assert inheriting.parse_args(["--download"]).download is True
+
+
+def test_key_values_are_python_literals_or_strings() -> None:
+    parsed = parse_key_values(["zero_init_last=False", "drop_path_rate=0.1", "channels=(8, 16)", "act_layer=gelu",
+                               "depth=3", "name="], "--backbone-kwargs")
+    assert parsed == {"zero_init_last": False, "drop_path_rate": 0.1, "channels": (8, 16), "act_layer": "gelu",
+                      "depth": 3, "name": ""}
+    assert type(parsed["depth"]) is int and parse_key_values([], "--x") == {}
+
+
+@pytest.mark.parametrize("item", ["no_equals", "=1", "two words=1", "1x=2"])
+def test_malformed_key_values_name_the_argument(item: str) -> None:
+    with pytest.raises(ValueError, match=r"--backbone-kwargs takes KEY=VALUE"):
+        parse_key_values([item], "--backbone-kwargs")
