@@ -1,4 +1,4 @@
-"""Images for the benchmarks: the shared CIFAR-10 JPEG copy when it is there, random pixels otherwise."""
+"""Images for the benchmarks: a CIFAR-10 JPEG archive when one is there, random pixels otherwise."""
 
 from __future__ import annotations
 
@@ -9,16 +9,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SHARED_CIFAR10 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10" / "train.tar.gz"
+REPO = Path(__file__).resolve().parents[1]
+# The shared copy here; on the device machine the copy carried in the ignored .device/ folder (device_session.sh).
+CIFAR10_ARCHIVES = (REPO / ".." / "shared" / "datasets" / "cifar10" / "train.tar.gz", REPO / ".device" / "train.tar.gz")
 
 
 @functools.lru_cache(maxsize=4)
 def cifar_images(count: int) -> np.ndarray:
-    """(count, 32, 32, 3) uint8: the first ``count`` shared CIFAR-10 JPEGs, or random pixels without them."""
-    if not SHARED_CIFAR10.exists():
+    """(count, 32, 32, 3) uint8: the first ``count`` CIFAR-10 JPEGs of the archive, or random pixels without them."""
+    archive_path = next((path for path in CIFAR10_ARCHIVES if path.exists()), None)
+    if archive_path is None:
         return np.random.default_rng(0).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
     images = []
-    with tarfile.open(SHARED_CIFAR10, "r:gz") as archive:
+    with tarfile.open(archive_path, "r:gz") as archive:
         for member in archive:
             if member.isfile() and member.name.endswith(".jpg"):
                 with Image.open(archive.extractfile(member)) as image:  # type: ignore[arg-type]

@@ -67,7 +67,9 @@ def _record(benchmark, step, *, case, impl, batch, device, compare_to=None, flop
         reference="lightly ResNetGenerator + SimSiam heads", rounds=rounds, warmup_rounds=2, compare_to=compare_to,
         flops_per_image=flops_per_image,
     )
-    if flops_per_image and row.median_s == row.median_s:  # not NaN
+    # MFU is against the dense bf16 peak: only the bf16 rows (and CPU, where the peak is an estimate) carry it.
+    bf16_or_cpu = "bf16" in case or torch.device(device).type == "cpu"
+    if flops_per_image and bf16_or_cpu and row.median_s == row.median_s:  # not NaN
         mfu = model_flops_utilization(flops_per_image * batch, row.median_s, torch.device(device))
         benchmark.extra_info["mfu"] = mfu
         row.extra["mfu"] = mfu
