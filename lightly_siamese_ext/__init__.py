@@ -40,7 +40,7 @@ from lightly_siamese_ext.losses import (
     pairwise_distances,
 )
 from lightly_siamese_ext.models import SiameseNetwork, SimSiam, SimSiamOutput, simsiam_loss
-from lightly_siamese_ext.optim import CosineWarmupScheduler
+from lightly_siamese_ext.optim import CosineWarmupScheduler, epoch_cosine_scheduler
 from lightly_siamese_ext.transforms import BatchedCropFlipTransform, BatchedEvalTransform, BatchedSimSiamTransform
 
 __version__ = "0.1.0"
@@ -55,6 +55,7 @@ __all__ = [
     "CollapseMonitor",
     "ContrastiveLoss",
     "CosineWarmupScheduler",
+    "epoch_cosine_scheduler",
     "EmbeddingHead",
     "GPUResidentLoader",
     "ImageArrays",

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from lightly.utils.scheduler import CosineWarmupScheduler as _LightlyCosineWarmupScheduler
 
-__all__ = ["CosineWarmupScheduler"]
+__all__ = ["CosineWarmupScheduler", "epoch_cosine_scheduler"]
 
 
 def _constant(epoch: int) -> float:
@@ -30,3 +30,20 @@ class CosineWarmupScheduler(_LightlyCosineWarmupScheduler):
         for group, base_lr, lr_lambda in zip(optimizer.param_groups, self.base_lrs, self.lr_lambdas):
             group["lr"] = base_lr * lr_lambda(self.last_epoch)
         self._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def epoch_cosine_scheduler(
+    optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int = 0, end_value: float = 0.0
+) -> CosineWarmupScheduler:
+    """A :class:`CosineWarmupScheduler` stepped once per epoch in which epoch ``e`` of ``epochs`` trains at
+    ``lr * 0.5 * (1 + cos(pi * e / epochs))`` after warm-up: SimSiam's (and MoCo's) ``adjust_learning_rate``.
+
+    lightly's schedule reaches ``end_value`` at step ``max_epochs - 1``; with ``max_epochs=epochs`` the last epoch
+    would train at ``end_value`` (0: an epoch of compute that changes nothing, 10 % of a 10-epoch run). Here the
+    schedule runs over ``epochs + 1`` steps, so every trained epoch has a learning rate above ``end_value``.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or not 0 <= warmup_epochs <= epochs:
+        raise ValueError(f"warmup_epochs must be an int in [0, epochs], got {warmup_epochs!r} (epochs={epochs})")
+    return CosineWarmupScheduler(optimizer, warmup_epochs=warmup_epochs, max_epochs=epochs + 1, end_value=end_value)

@@ -171,6 +171,8 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
     for name in ("epochs", "eval_every", "input_size", "proj_dim", "pred_hidden_dim", "proj_layers"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.warmup_epochs <= args.epochs:
+        raise ValueError(f"--warmup-epochs must be in [0, --epochs={args.epochs}], got {args.warmup_epochs}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but CUDA is not available")
 
@@ -235,8 +237,7 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
     lr = args.base_lr * args.batch_size / 256
     optimizer = torch.optim.SGD(model.parameter_groups(args.fix_predictor_lr), lr=lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    scheduler = lse.CosineWarmupScheduler(optimizer, warmup_epochs=args.warmup_epochs, max_epochs=args.epochs,
-                                          end_value=0.0)
+    scheduler = lse.epoch_cosine_scheduler(optimizer, args.epochs, warmup_epochs=args.warmup_epochs)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = args.out_dir / "last.pt"
     start_epoch = 0

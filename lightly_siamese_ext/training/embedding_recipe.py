@@ -30,7 +30,7 @@ from lightly_siamese_ext.data.sources import load_image_source
 from lightly_siamese_ext.data.subsets import first_per_class, random_subset
 from lightly_siamese_ext.evaluation import extract_features
 from lightly_siamese_ext.models import SiameseNetwork
-from lightly_siamese_ext.optim import CosineWarmupScheduler
+from lightly_siamese_ext.optim import epoch_cosine_scheduler
 from lightly_siamese_ext.training.checkpoint import save_checkpoint
 from lightly_siamese_ext.training.cli import add_data_arguments, checkpointable_args, embedded_data_notice, run_cli
 from lightly_siamese_ext.training.metrics_log import MetricsLog
@@ -217,8 +217,7 @@ class EmbeddingTrainer(ABC):
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
         self.model = self.build_model().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        self.scheduler = CosineWarmupScheduler(self.optimizer, warmup_epochs=args.warmup_epochs,
-                                               max_epochs=args.epochs, end_value=0.0)
+        self.scheduler = epoch_cosine_scheduler(self.optimizer, args.epochs, warmup_epochs=args.warmup_epochs)
         self.images = split.train.images.to(self.device)
         self.train_labels = split.train.labels.to(self.device)
         self.augment = BatchedCropFlipTransform(args.input_size, args.min_scale, hf_prob=args.hf_prob,

@@ -1,9 +1,11 @@
+import math
+
 import pytest
 import torch
 import torch.nn as nn
 from lightly.loss import NegativeCosineSimilarity
 
-from lightly_siamese_ext import CosineWarmupScheduler, SimSiam, SimSiamOutput, simsiam_loss
+from lightly_siamese_ext import CosineWarmupScheduler, SimSiam, SimSiamOutput, epoch_cosine_scheduler, simsiam_loss
 
 
 def _tiny_backbone() -> nn.Module:
@@ -142,3 +144,33 @@ def test_bf16_autocast_is_close_to_float32() -> None:
     assert got.dtype == torch.bfloat16 and all(torch.isfinite(t).all() for t in out)
     cos = torch.nn.functional.cosine_similarity(got.float(), expected, dim=1)
     assert (cos > 0.99).all()
+
+
+def test_epoch_cosine_scheduler_is_the_papers_per_epoch_cosine_and_never_wastes_the_last_epoch() -> None:
+    epochs, base = 4, 0.2
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    scheduler = epoch_cosine_scheduler(optimizer, epochs)
+    trained_at = []
+    for _ in range(epochs):
+        trained_at.append(optimizer.param_groups[0]["lr"])  # the rate this epoch trains at
+        optimizer.step()
+        scheduler.step()
+    # SimSiam's adjust_learning_rate: init_lr * 0.5 * (1 + cos(pi * epoch / epochs)), epoch = 0 .. epochs - 1
+    expected = [base * 0.5 * (1 + math.cos(math.pi * e / epochs)) for e in range(epochs)]
+    assert trained_at == pytest.approx(expected, rel=1e-9)
+    assert min(trained_at) > 0.1 * base
+    # lightly's scheduler with max_epochs=epochs trains the last epoch at end_value (0).
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    lightly_like = CosineWarmupScheduler(optimizer, warmup_epochs=0, max_epochs=epochs, end_value=0.0)
+    for _ in range(epochs - 1):
+        lightly_like.step()
+    assert optimizer.param_groups[0]["lr"] == 0.0
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"epochs": 2.0}, {"epochs": 3, "warmup_epochs": 4},
+                                    {"epochs": 3, "warmup_epochs": -1}])
+def test_epoch_cosine_scheduler_rejects_bad_epochs(kwargs: dict) -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    name = "warmup_epochs" if "warmup_epochs" in kwargs else "epochs"
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        epoch_cosine_scheduler(optimizer, **kwargs)
