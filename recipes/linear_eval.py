@@ -71,6 +71,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                          help="without --checkpoint: evaluate the encoder at random initialisation (a baseline)")
     encoder.add_argument("--backbone", default="resnet18_cifar",
                          help="backbone of the random-init encoder (a checkpoint names its own)")
+    encoder.add_argument("--backbone-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                         help="with --allow-random-init: passed to timm.create_model, as in simsiam_cifar.py (a "
+                              "checkpoint brings its own)")
 
     data = add_data_arguments(parser, inherited_from="the checkpoint's")
     data.add_argument("--holdout-per-class", type=int, default=None,
@@ -112,10 +115,17 @@ def load_encoder(args: argparse.Namespace) -> Tuple[lse.SimSiam, Dict[str, Any]]
                              "evaluate a random-init encoder as a baseline")
         check_model_name(args.backbone, "--backbone")
         torch.manual_seed(0 if args.seed is None else args.seed)  # simsiam_cifar.py's random-init baseline
-        return lse.SimSiam(args.backbone), {"encoder": f"{args.backbone} at RANDOM INITIALISATION (a baseline)",
-                                            "checkpoint": None, "pretrain_epochs": 0}
+        kwargs = parse_key_values(args.backbone_kwargs, "--backbone-kwargs")
+        try:
+            model = lse.SimSiam(args.backbone, **kwargs)
+        except TypeError as error:
+            raise ValueError(f"--backbone-kwargs do not fit --backbone {args.backbone}: {error}") from error
+        return model, {"encoder": f"{args.backbone} at RANDOM INITIALISATION (a baseline)", "checkpoint": None,
+                       "pretrain_epochs": 0}
     if args.allow_random_init:
         raise ValueError("--allow-random-init and --checkpoint exclude each other")
+    if args.backbone_kwargs:
+        raise ValueError("--backbone-kwargs is only for --allow-random-init: a checkpoint brings its own")
     if not args.checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist")
     try:

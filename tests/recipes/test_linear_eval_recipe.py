@@ -88,8 +88,12 @@ def test_lightly_protocol_trains_a_head_on_the_frozen_backbone(linear_eval_recip
         assert _top_k(head(features), labels, 1) == pytest.approx(summary["linear"]["top1"], abs=1e-6)
 
 
-def test_random_init_needs_the_flag_and_is_the_seeded_model(linear_eval_recipe, tmp_path, capsys) -> None:
-    small = ["--subset", "64", "--input-size", "8", "--epochs", "2", *COMMON]
+@pytest.mark.parametrize("cli_kwargs, kwargs", [([], {}), (["channels=(8, 16, 32, 64)", "zero_init_last=False"],
+                                                             {"channels": (8, 16, 32, 64), "zero_init_last": False})])
+def test_random_init_needs_the_flag_and_is_the_seeded_model(linear_eval_recipe, tmp_path, capsys, cli_kwargs: list,
+                                                            kwargs: dict) -> None:
+    small = ["--subset", "64", "--input-size", "8", "--epochs", "2", *COMMON,
+             *(["--backbone-kwargs", *cli_kwargs] if cli_kwargs else [])]
     assert linear_eval_recipe.main([*small, "--out-dir", str(tmp_path / "refused")]) == 2
     assert "--allow-random-init" in capsys.readouterr().err
     out = tmp_path / "random"
@@ -98,10 +102,12 @@ def test_random_init_needs_the_flag_and_is_the_seeded_model(linear_eval_recipe, 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["checkpoint"] is None and summary["pretrain_epochs"] == 0
     torch.manual_seed(0)  # what simsiam_cifar.py's random-init baseline builds
-    backbone = lse.SimSiam("resnet18_cifar").embed
+    backbone = lse.SimSiam("resnet18_cifar", **kwargs).embed
     images, labels, preprocess = _held_out(input_size=8)
     features = lse.extract_features(backbone, images, preprocess=preprocess)[0]
-    classifier = nn.Sequential(nn.BatchNorm1d(512, affine=False, eps=1e-6), nn.Linear(512, 10)).eval()
+    width = features.shape[1]
+    assert width == (64 if kwargs else 512)
+    classifier = nn.Sequential(nn.BatchNorm1d(width, affine=False, eps=1e-6), nn.Linear(width, 10)).eval()
     classifier.load_state_dict(torch.load(out / "last.pt", weights_only=True)["model"])
     with torch.no_grad():
         assert _top_k(classifier(features), labels, 1) == pytest.approx(summary["linear"]["top1"], abs=1e-9)

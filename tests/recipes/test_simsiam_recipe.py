@@ -78,6 +78,8 @@ def test_backbone_kwargs_reach_timm_and_the_checkpoint(simsiam_recipe, linear_ev
     # linear_eval.py rebuilds the same architecture from the checkpoint alone (a size mismatch otherwise).
     assert linear_eval_recipe.main(["--checkpoint", str(out / "last.pt"), "--epochs", "1", "--threads", "1",
                                     "--no-progress", "--out-dir", str(tmp_path / "linear")]) == 0
+    assert linear_eval_recipe.main(["--checkpoint", str(out / "last.pt"), "--backbone-kwargs", "drop_rate=0.1",
+                                    "--out-dir", str(tmp_path / "refused")]) == 2
 
 
 def test_lightly_pipeline_trains_on_lightlys_views(simsiam_recipe, tmp_path) -> None:
