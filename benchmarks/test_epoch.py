@@ -22,14 +22,14 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.transforms import SimSiamTransform
 from torch.utils.data import DataLoader
 
-from lightly_siamese_ext import CIFAR10_MEAN, CIFAR10_STD, SimSiam
+from lightly_siamese_ext import CIFAR10_NORMALIZE, SimSiam
 from lightly_siamese_ext.data import ArrayImageDataset, GPUResidentLoader
 from lightly_siamese_ext.training import simsiam_train_step
 from lightly_siamese_ext.transforms import BatchedSimSiamTransform
 
 AREA = "epoch"
 REFERENCE = "lightly SimSiamTransform + DataLoader + lightly modules, fp32"
-NORMALIZE = {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
+NORMALIZE = CIFAR10_NORMALIZE
 CORES = os.cpu_count() or 1
 
 

@@ -4,7 +4,14 @@ Importing the package registers the CIFAR-stem ResNets (``resnet18_cifar``, ``re
 in timm's model registry.
 """
 
-from lightly_siamese_ext.backbones import CIFAR10_MEAN, CIFAR10_STD, CifarResNet, create_backbone, feature_dim_of
+from lightly_siamese_ext.backbones import (
+    CIFAR10_MEAN,
+    CIFAR10_NORMALIZE,
+    CIFAR10_STD,
+    CifarResNet,
+    create_backbone,
+    feature_dim_of,
+)
 from lightly_siamese_ext.data import (
     GPUResidentLoader,
     ImageArrays,
@@ -50,12 +57,12 @@ __all__ = [
     "BatchedEvalTransform",
     "BatchedSimSiamTransform",
     "CIFAR10_MEAN",
+    "CIFAR10_NORMALIZE",
     "CIFAR10_STD",
     "CifarResNet",
     "CollapseMonitor",
     "ContrastiveLoss",
     "CosineWarmupScheduler",
-    "epoch_cosine_scheduler",
     "EmbeddingHead",
     "GPUResidentLoader",
     "ImageArrays",
@@ -69,6 +76,7 @@ __all__ = [
     "TripletDataset",
     "TripletLoss",
     "create_backbone",
+    "epoch_cosine_scheduler",
     "extract_features",
     "feature_dim_of",
     "images_from_numpy",

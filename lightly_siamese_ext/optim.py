@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from lightly.utils.scheduler import CosineWarmupScheduler as _LightlyCosineWarmupScheduler
 
+from lightly_siamese_ext._validation import check_positive_int
+
 __all__ = ["CosineWarmupScheduler", "epoch_cosine_scheduler"]
 
 
@@ -42,8 +44,7 @@ def epoch_cosine_scheduler(
     would train at ``end_value`` (0: an epoch of compute that changes nothing, 10 % of a 10-epoch run). Here the
     schedule runs over ``epochs + 1`` steps, so every trained epoch has a learning rate above ``end_value``.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    check_positive_int(epochs, "epochs")
     if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or not 0 <= warmup_epochs <= epochs:
         raise ValueError(f"warmup_epochs must be an int in [0, epochs], got {warmup_epochs!r} (epochs={epochs})")
     return CosineWarmupScheduler(optimizer, warmup_epochs=warmup_epochs, max_epochs=epochs + 1, end_value=end_value)

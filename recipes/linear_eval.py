@@ -56,7 +56,7 @@ from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
 # and a run without a checkpoint uses its input sizes and held-out split.
 EMBEDDED_SIZE = 16
 INPUT_SIZE = {"embedded": 16, "real": 32}
-NORMALIZE = {"mean": list(lse.CIFAR10_MEAN), "std": list(lse.CIFAR10_STD)}  # simsiam_cifar.py's
+NORMALIZE = lse.CIFAR10_NORMALIZE  # as simsiam_cifar.py trained
 DATA_ARGUMENTS = ("data_dir", "download", "cache_dir", "holdout_per_class", "subset", "seed", "input_size")
 TOPK = (1, 5)
 

@@ -43,14 +43,14 @@ from torch import Tensor
 import lightly_siamese_ext as lse
 from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import ArrayImageDataset, GPUResidentLoader, ImageArrays, load_train_test
-from lightly_siamese_ext.data.subsets import random_subset
 from lightly_siamese_ext.data import TrainTestSplit as Splits
+from lightly_siamese_ext.data.subsets import random_subset
 from lightly_siamese_ext.evaluation import CollapseMonitor, extract_features, knn_accuracy, linear_probe
 from lightly_siamese_ext.training import (
     MetricsLog,
     count_flops,
     launch,
-    load_checkpoint,
+    prepare_run_dir,
     save_checkpoint,
     simsiam_train_step,
 )
@@ -62,7 +62,7 @@ from lightly_siamese_ext.transforms import BatchedEvalTransform, BatchedSimSiamT
 # The paper's CIFAR-10 recipe (Appendix D) and the smoke configuration used on the embedded fallback.
 PAPER = dict(epochs=800, batch_size=512, input_size=32)
 SMOKE = dict(epochs=12, batch_size=256, input_size=16)
-NORMALIZE = {"mean": list(lse.CIFAR10_MEAN), "std": list(lse.CIFAR10_STD)}
+NORMALIZE = lse.CIFAR10_NORMALIZE
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -238,14 +238,8 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
     optimizer = torch.optim.SGD(model.parameter_groups(args.fix_predictor_lr), lr=lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = lse.epoch_cosine_scheduler(optimizer, args.epochs, warmup_epochs=args.warmup_epochs)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = args.out_dir / "last.pt"
-    start_epoch = 0
-    if args.resume:
-        if not checkpoint_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}")
-        start_epoch = load_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
-                                      map_location=device)["epoch"]
+    checkpoint_path, start_epoch = prepare_run_dir(args.out_dir, args.resume, model=model, optimizer=optimizer,
+                                                   scheduler=scheduler, map_location=device)
     metrics = MetricsLog(args.out_dir / "metrics.csv")
     if is_main:
         metrics.truncate(start_epoch)

@@ -2,9 +2,9 @@
 
 from lightly_siamese_ext.data.array_dataset import ArrayImageDataset
 from lightly_siamese_ext.data.arrays import ImageArrays, images_from_numpy, load_cifar10_folder, load_image_folder
+from lightly_siamese_ext.data.class_split import OpenSetSplit, open_set_split, split_classes
 from lightly_siamese_ext.data.gpu_loader import GPUResidentLoader
 from lightly_siamese_ext.data.pairs import PairDataset, TripletDataset
-from lightly_siamese_ext.data.class_split import OpenSetSplit, open_set_split, split_classes
 from lightly_siamese_ext.data.samplers import PKSampler
 from lightly_siamese_ext.data.sources import (
     ImageSource,

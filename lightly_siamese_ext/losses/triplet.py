@@ -27,8 +27,8 @@ from lightly_siamese_ext.losses.distances import (
 from lightly_siamese_ext.losses.mining import (
     MINING,
     class_sizes,
-    label_indicator,
     hardest_pairs,
+    label_indicator,
     pairs_per_chunk,
     positive_pairs,
     semi_hard_window,

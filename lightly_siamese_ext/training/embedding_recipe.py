@@ -24,7 +24,7 @@ from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional,
 import torch
 from torch import Tensor
 
-from lightly_siamese_ext.backbones import CIFAR10_MEAN, CIFAR10_STD, check_model_name
+from lightly_siamese_ext.backbones import CIFAR10_NORMALIZE, check_model_name
 from lightly_siamese_ext.data.class_split import OpenSetSplit, open_set_split
 from lightly_siamese_ext.data.sources import load_image_source
 from lightly_siamese_ext.data.subsets import first_per_class, random_subset
@@ -49,7 +49,7 @@ __all__ = [
     "run",
 ]
 
-NORMALIZE = {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
+NORMALIZE = CIFAR10_NORMALIZE
 # Augmentation defaults: mild on real data; milder on the small digits, without flips (digits are not symmetric).
 AUGMENT_FULL = dict(min_scale=0.5, hf_prob=0.5)
 AUGMENT_SMOKE = dict(min_scale=0.8, hf_prob=0.0)
@@ -366,7 +366,6 @@ class EmbeddingTrainer(ABC):
             summary["images_per_s"] = sum(images_per_s) / len(images_per_s)
         (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
-
 
     def report(self, summary: Mapping[str, Any], write: Write) -> None:
         args = self.args

@@ -75,3 +75,12 @@ def test_pretrained_cfg_describes_cifar_input() -> None:
 def test_deep_stem_is_rejected() -> None:
     with pytest.raises(ValueError, match="stem_type"):
         timm.create_model("resnet18_cifar", stem_type="deep")
+
+
+def test_cifar10_normalize_has_lightlys_layout_and_the_cifar_statistics() -> None:
+    from lightly.transforms.utils import IMAGENET_NORMALIZE
+
+    from lightly_siamese_ext import CIFAR10_MEAN, CIFAR10_NORMALIZE, CIFAR10_STD
+
+    assert set(CIFAR10_NORMALIZE) == set(IMAGENET_NORMALIZE) == {"mean", "std"}
+    assert CIFAR10_NORMALIZE == {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}

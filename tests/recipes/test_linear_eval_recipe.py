@@ -10,7 +10,6 @@ import torch.nn as nn
 
 import lightly_siamese_ext as lse
 from conftest import RECIPES, one_line_error
-from lightly_siamese_ext.training.embedding_recipe import NORMALIZE
 
 COMMON = ["--threads", "1", "--no-progress"]
 
@@ -27,7 +26,7 @@ def _simsiam(run_dir: Path) -> lse.SimSiam:
 def _held_out(input_size: int) -> tuple:
     """Features-free ground truth: the digits' held-out split as simsiam_cifar.py builds it (16px, 30 per class)."""
     test = lse.load_train_test(embedded_size=16).test
-    return test.images, test.labels, lse.BatchedEvalTransform(input_size, NORMALIZE)
+    return test.images, test.labels, lse.BatchedEvalTransform(input_size, lse.CIFAR10_NORMALIZE)
 
 
 def _top_k(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:

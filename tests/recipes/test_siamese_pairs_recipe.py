@@ -12,7 +12,6 @@ from sklearn.metrics import roc_auc_score
 import lightly_siamese_ext as lse
 from conftest import RECIPES, one_line_error
 from lightly_siamese_ext.data import load_digits_arrays
-from lightly_siamese_ext.training.embedding_recipe import NORMALIZE
 
 # Seconds on a CPU: timm's tiny test_resnet (0.4 M parameters), 8px digits, 128 training images, a narrow head,
 # 20 held-out images per class.
@@ -68,7 +67,7 @@ def test_held_out_metrics_match_a_recomputation_from_the_checkpoint(straight_run
                                normalize=args["normalize"], distance=args["distance"])
     model.load_state_dict(payload["model"])
     images, labels = _held_out_digits()
-    embeddings = lse.extract_features(model.embed, images, preprocess=lse.BatchedEvalTransform(8, NORMALIZE))[0]
+    embeddings = lse.extract_features(model.embed, images, preprocess=lse.BatchedEvalTransform(8, lse.CIFAR10_NORMALIZE))[0]
     summary = json.loads((straight_run / "summary.json").read_text())
 
     rows, cols = torch.triu_indices(60, 60, 1)

@@ -11,7 +11,6 @@ import torch
 import lightly_siamese_ext as lse
 from conftest import RECIPES, one_line_error
 from lightly_siamese_ext.data import load_digits_arrays
-from lightly_siamese_ext.training.embedding_recipe import NORMALIZE
 
 # Seconds on a CPU: timm's tiny test_resnet (0.4 M parameters), 8px digits, 4 x 8 batches from 160 training images,
 # 20 held-out images per class.
@@ -65,7 +64,7 @@ def test_retrieval_metrics_match_a_brute_force_recomputation(run_dir: Path) -> N
     keep = torch.cat([(digits.labels == c).nonzero().squeeze(1)[:20] for c in (7, 8, 9)]).sort().values
     labels = digits.labels[keep].tolist()
     embeddings = lse.extract_features(model.embed, digits.images[keep],
-                                      preprocess=lse.BatchedEvalTransform(8, NORMALIZE))[0].double()
+                                      preprocess=lse.BatchedEvalTransform(8, lse.CIFAR10_NORMALIZE))[0].double()
     recall = {1: 0.0, 4: 0.0, 16: 0.0}
     average_precision = 0.0
     for i, label in enumerate(labels):
