@@ -270,6 +270,7 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
 
     for epoch in range(start_epoch, args.epochs):
         model.train()
+        epoch_lr = optimizer.param_groups[0]["lr"]  # read before scheduler.step() moves it to the next epoch's
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         collapse.reset()
@@ -307,7 +308,7 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
                 "collapse_std": collapse_std,
                 "collapse_ratio": collapse.ratio,
                 "knn_top1": last_knn["top1"] if evaluate_now and last_knn else None,
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": epoch_lr,
                 "epoch_time_s": epoch_time,
                 "images_per_s": images_per_s[-1],
             }

@@ -306,6 +306,7 @@ class EmbeddingTrainer(ABC):
         epoch_times: List[float] = []
         for epoch in range(start_epoch, args.epochs):
             self.model.train()
+            epoch_lr = self.optimizer.param_groups[0]["lr"]  # before scheduler.step() moves it to the next epoch's
             started = time.perf_counter()
             row: Dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
             self.scheduler.step()
@@ -317,7 +318,7 @@ class EmbeddingTrainer(ABC):
             if evaluate_now:
                 held_out = self.evaluate_model(self.model)
             row.update({name: held_out[name] if evaluate_now else None for name in columns})
-            row.update(lr=self.optimizer.param_groups[0]["lr"], epoch_time_s=epoch_times[-1],
+            row.update(lr=epoch_lr, epoch_time_s=epoch_times[-1],
                        images_per_s=images_per_s[-1])
             metrics.append(row)
             save_checkpoint(checkpoint_path, model=self.model, epoch=epoch + 1, optimizer=self.optimizer,

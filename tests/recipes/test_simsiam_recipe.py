@@ -28,6 +28,9 @@ def test_tiny_run_writes_metrics_plot_checkpoint_and_summary(simsiam_recipe, tmp
         rows = list(csv.DictReader(handle))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(float(r["collapse_std"]) > 0 for r in rows)
+    # The rate each epoch trained at (paper cosine, epoch e at 0.5 * (1 + cos(pi * e / 2))), not the next one's.
+    peak = 0.03 * 32 / 256
+    assert [float(r["lr"]) for r in rows] == pytest.approx([peak, peak * 0.5])
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     payload = torch.load(out / "last.pt", weights_only=True)
     assert payload["epoch"] == 2 and payload["extra"]["args"]["epochs"] == 2

@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,12 @@ def test_tiny_run_writes_its_outputs_and_holds_out_the_test_classes(run_dir: Pat
         result = summary[key]
         assert 0.0 <= result["map@r"] <= result["recall@1"] <= result["recall@4"] <= result["recall@16"] <= 1.0
     assert float(rows[-1]["map@r"]) == pytest.approx(summary["trained"]["map@r"], abs=1e-5)
+
+
+def test_metrics_log_the_learning_rate_each_epoch_trained_at(run_dir: Path) -> None:
+    lrs = [float(row["lr"]) for row in _rows(run_dir)]
+    # --lr 3e-3, no warmup, the paper's per-epoch cosine: epoch e (from 0) trains at 0.5 * (1 + cos(pi * e / E)).
+    assert lrs == pytest.approx([3e-3 * 0.5 * (1 + math.cos(math.pi * e / EPOCHS)) for e in range(EPOCHS)])
 
 
 def test_loss_falls(run_dir: Path) -> None:
