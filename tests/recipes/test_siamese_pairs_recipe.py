@@ -67,7 +67,8 @@ def test_held_out_metrics_match_a_recomputation_from_the_checkpoint(straight_run
                                normalize=args["normalize"], distance=args["distance"])
     model.load_state_dict(payload["model"])
     images, labels = _held_out_digits()
-    embeddings = lse.extract_features(model.embed, images, preprocess=lse.BatchedEvalTransform(8, lse.CIFAR10_NORMALIZE))[0]
+    preprocess = lse.BatchedEvalTransform(8, lse.CIFAR10_NORMALIZE)
+    embeddings = lse.extract_features(model.embed, images, preprocess=preprocess)[0]
     summary = json.loads((straight_run / "summary.json").read_text())
 
     rows, cols = torch.triu_indices(60, 60, 1)
