@@ -33,13 +33,19 @@ class CifarResNet(ResNet):
     """timm ResNet with a CIFAR stem: 3x3 stride-1 ``conv1`` and no max-pool (total stride 8, not 32).
 
     Accepts every argument of :class:`timm.models.resnet.ResNet` except the deep-stem variants, whose
-    stride-2 stems are what the CIFAR stem removes.
+    stride-2 stems are what the CIFAR stem removes, and so a ``stem_width`` other than 64 (``channels`` sets the
+    stage widths; the stem stays 64 wide).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         stem_type = kwargs.get("stem_type", "")
         if stem_type:
             raise ValueError(f"stem_type must be '' for a CIFAR-stem ResNet, got {stem_type!r}")
+        # timm builds the plain stem 64 wide whatever stem_width says (it only sizes the deep stems): refuse
+        # rather than silently ignore a narrower or wider stem.
+        if kwargs.get("stem_width", 64) != 64:
+            raise ValueError(f"stem_width must be 64 for a CIFAR-stem ResNet (timm's plain stem is 64 wide; "
+                             f"stem_width only sizes the deep stems), got {kwargs['stem_width']!r}")
         super().__init__(*args, **kwargs)
         stem_width = self.bn1.num_features
         old_conv = self.conv1

@@ -77,6 +77,14 @@ def test_deep_stem_is_rejected() -> None:
         timm.create_model("resnet18_cifar", stem_type="deep")
 
 
+def test_a_stem_width_timm_would_ignore_is_rejected_and_channels_set_the_stages() -> None:
+    with pytest.raises(ValueError, match="stem_width must be 64.*got 32"):
+        timm.create_model("resnet18_cifar", stem_width=32)
+    narrow = timm.create_model("resnet18_cifar", stem_width=64, channels=(32, 64, 128, 256), num_classes=0)
+    assert narrow.conv1.out_channels == 64 and narrow.layer1[0].conv1.out_channels == 32
+    assert narrow(torch.randn(2, 3, 32, 32)).shape == (2, 256)
+
+
 def test_cifar10_normalize_has_lightlys_layout_and_the_cifar_statistics() -> None:
     from lightly.transforms.utils import IMAGENET_NORMALIZE
 
