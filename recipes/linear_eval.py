@@ -47,8 +47,8 @@ from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import TrainTestSplit, load_train_test
 from lightly_siamese_ext.data.subsets import random_subset
 from lightly_siamese_ext.training import MetricsLog, load_checkpoint, pyplot_or_none, save_checkpoint
-from lightly_siamese_ext.training.cli import (add_data_arguments, checkpointable_args, embedded_data_notice,
-                                             parse_key_values, run_cli)
+from lightly_siamese_ext.training.cli import (add_data_arguments, checkpointable_args, create_with_backbone_kwargs,
+                                             embedded_data_notice, recipe_parser, run_cli)
 from lightly_siamese_ext.transforms import BatchedEvalTransform
 from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
 
@@ -61,10 +61,8 @@ DATA_ARGUMENTS = ("data_dir", "download", "cache_dir", "holdout_per_class", "sub
 TOPK = (1, 5)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = recipe_parser(__doc__)
     encoder = parser.add_argument_group("encoder")
     encoder.add_argument("--checkpoint", type=Path, default=None, help="last.pt of a simsiam_cifar.py run")
     encoder.add_argument("--allow-random-init", action="store_true",
@@ -86,8 +84,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     linear.add_argument("--protocol", choices=["features", "lightly"], default="features",
                         help="frozen precomputed features + linear_probe, or lightly's LinearClassifier on "
                              "augmented images")
-    linear.add_argument("--epochs", type=int, default=100)
-    linear.add_argument("--batch-size", type=int, default=256)
+    linear.add_argument("--epochs", type=int, default=100, help="classifier training epochs")
+    linear.add_argument("--batch-size", type=int, default=256, help="classifier batch size")
     linear.add_argument("--lr", type=float, default=0.1, help="lr = lr x batch_size / 256 (lightly's convention)")
     linear.add_argument("--weight-decay", type=float, default=0.0, help="features protocol only (lightly uses 0)")
     linear.add_argument("--min-scale", type=float, default=0.08,
@@ -95,14 +93,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     linear.add_argument("--hf-prob", type=float, default=0.5, help="lightly protocol: horizontal flip probability")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--out-dir", type=Path, default=Path("runs/linear_eval"))
+    run.add_argument("--out-dir", type=Path, default=Path("runs/linear_eval"),
+                     help="where metrics.csv, summary.json and the classifier (last.pt) go")
     run.add_argument("--seed", type=int, default=None, help="subset and classifier seed (default: the checkpoint's, "
                                                            "else 0)")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     run.add_argument("--num-workers", type=int, default=0, help="lightly protocol: DataLoader workers")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 # --------------------------------------------------------------------------------------------------- encoder
@@ -115,11 +118,7 @@ def load_encoder(args: argparse.Namespace) -> Tuple[lse.SimSiam, Dict[str, Any]]
                              "evaluate a random-init encoder as a baseline")
         check_model_name(args.backbone, "--backbone")
         torch.manual_seed(0 if args.seed is None else args.seed)  # simsiam_cifar.py's random-init baseline
-        kwargs = parse_key_values(args.backbone_kwargs, "--backbone-kwargs")
-        try:
-            model = lse.SimSiam(args.backbone, **kwargs)
-        except TypeError as error:
-            raise ValueError(f"--backbone-kwargs do not fit --backbone {args.backbone}: {error}") from error
+        model = create_with_backbone_kwargs(lse.SimSiam, args.backbone, args.backbone_kwargs)
         return model, {"encoder": f"{args.backbone} at RANDOM INITIALISATION (a baseline)", "checkpoint": None,
                        "pretrain_epochs": 0}
     if args.allow_random_init:
@@ -136,9 +135,9 @@ def load_encoder(args: argparse.Namespace) -> Tuple[lse.SimSiam, Dict[str, Any]]
     trained = payload.get("extra", {}).get("args") if isinstance(payload, dict) else None
     if not isinstance(trained, dict) or "proj_dim" not in trained:
         raise ValueError(f"--checkpoint {args.checkpoint} was not written by simsiam_cifar.py (no training arguments)")
-    model = lse.SimSiam(backbone=trained["backbone"], proj_layers=trained["proj_layers"],
-                        proj_dim=trained["proj_dim"], pred_hidden_dim=trained["pred_hidden_dim"],
-                        **parse_key_values(trained.get("backbone_kwargs", []), "--backbone-kwargs"))
+    model = create_with_backbone_kwargs(lse.SimSiam, trained["backbone"], trained.get("backbone_kwargs", []),
+                                        proj_layers=trained["proj_layers"], proj_dim=trained["proj_dim"],
+                                        pred_hidden_dim=trained["pred_hidden_dim"])
     load_checkpoint(args.checkpoint, model=model, restore_rng=False)
     for name in DATA_ARGUMENTS:
         if getattr(args, name) is None and trained.get(name) is not None:

@@ -34,16 +34,15 @@ from torch.utils.data import TensorDataset
 import lightly_siamese_ext as lse
 from lightly_siamese_ext.data.class_split import OpenSetSplit
 from lightly_siamese_ext.training import embedding_recipe as recipe
+from lightly_siamese_ext.training.cli import recipe_parser
 
 # CIFAR-10 setting, and the smoke configuration used on the embedded digits (16px, as simsiam_cifar.py's).
 FULL = dict(epochs=30, batch_size=128, input_size=32, embedding_dim=128)
 SMOKE = dict(epochs=4, batch_size=32, input_size=16, embedding_dim=64)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = recipe_parser(__doc__)
     recipe.add_common_arguments(parser, FULL, SMOKE, out_dir="runs/siamese_pairs", batch_unit="pairs", normalize=True)
     loss = parser.add_argument_group("contrastive loss")
     loss.add_argument("--margin", type=float, default=1.0,
@@ -53,7 +52,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     evaluation.add_argument("--n-way", type=int, default=None,
                             help="classes per one-shot trial (default: all held-out classes, at most 20)")
     evaluation.add_argument("--trials", type=int, default=2000, help="one-shot trials")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def check_args(args: argparse.Namespace, split: OpenSetSplit) -> None:

@@ -32,7 +32,6 @@ import json
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -54,8 +53,9 @@ from lightly_siamese_ext.training import (
     save_checkpoint,
     simsiam_train_step,
 )
-from lightly_siamese_ext.training.cli import (add_data_arguments, checkpointable_args, embedded_data_notice,
-                                             parse_key_values, run_cli)
+from lightly_siamese_ext.training.cli import (add_data_arguments, add_run_arguments, checkpointable_args,
+                                             create_with_backbone_kwargs, embedded_data_notice, recipe_parser,
+                                             run_cli)
 from lightly_siamese_ext.training.distributed import ranks_agree
 from lightly_siamese_ext.transforms import BatchedEvalTransform, BatchedSimSiamTransform
 
@@ -65,10 +65,8 @@ SMOKE = dict(epochs=12, batch_size=256, input_size=16)
 NORMALIZE = lse.CIFAR10_NORMALIZE
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = recipe_parser(__doc__)
     data = add_data_arguments(parser)
     data.add_argument("--holdout-per-class", type=int, default=500,
                       help="images per class held out for evaluation when the data has no test split")
@@ -84,56 +82,52 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     model.add_argument("--backbone-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
                        help="passed to timm.create_model, e.g. zero_init_last=False drop_path_rate=0.1")
     model.add_argument("--proj-layers", type=int, default=2, help="projector depth (2 = CIFAR, 3 = ImageNet)")
-    model.add_argument("--proj-dim", type=int, default=2048)
-    model.add_argument("--pred-hidden-dim", type=int, default=512)
+    model.add_argument("--proj-dim", type=int, default=2048, help="projector width and output (predictor in/out)")
+    model.add_argument("--pred-hidden-dim", type=int, default=512, help="predictor bottleneck width")
 
-    optim = parser.add_argument_group("optimisation")
+    optim = parser.add_argument_group("optimisation (SGD, per-epoch cosine schedule)")
     optim.add_argument("--epochs", type=int, default=None,
                        help=f"default {PAPER['epochs']} (embedded smoke run: {SMOKE['epochs']})")
     optim.add_argument("--batch-size", type=int, default=None,
                        help=f"global batch; default {PAPER['batch_size']} (smoke: {SMOKE['batch_size']})")
     optim.add_argument("--base-lr", type=float, default=0.03, help="lr = base_lr x batch_size / 256")
-    optim.add_argument("--momentum", type=float, default=0.9)
-    optim.add_argument("--weight-decay", type=float, default=5e-4)
-    optim.add_argument("--warmup-epochs", type=int, default=0)
+    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    optim.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    optim.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up before the cosine decay")
     optim.add_argument("--fix-predictor-lr", action="store_true",
                        help="keep the predictor's lr constant (paper, Sec. 4.4)")
 
     aug = parser.add_argument_group("augmentation (lightly's SimSiamTransform arguments)")
     aug.add_argument("--input-size", type=int, default=None,
                      help=f"default {PAPER['input_size']} (smoke: {SMOKE['input_size']})")
-    aug.add_argument("--min-scale", type=float, default=0.2)
-    aug.add_argument("--cj-prob", type=float, default=0.8)
+    aug.add_argument("--min-scale", type=float, default=0.2,
+                     help="smallest random crop, as a fraction of the image area")
+    aug.add_argument("--cj-prob", type=float, default=0.8, help="colour-jitter probability")
     aug.add_argument("--cj-strength", type=float, default=1.0,
                      help="jitter = (0.4, 0.4, 0.4, 0.1) x strength, as the paper")
-    aug.add_argument("--random-gray-scale", type=float, default=0.2)
+    aug.add_argument("--random-gray-scale", type=float, default=0.2, help="grayscale probability")
     aug.add_argument("--gaussian-blur", type=float, default=0.0, help="blur probability (the paper: none on CIFAR)")
-    aug.add_argument("--hf-prob", type=float, default=0.5)
+    aug.add_argument("--hf-prob", type=float, default=0.5, help="horizontal-flip probability")
 
-    run = parser.add_argument_group("run")
-    run.add_argument("--out-dir", type=Path, default=Path("runs/simsiam_cifar"))
-    run.add_argument("--resume", action="store_true", help="continue from <out-dir>/last.pt")
-    run.add_argument("--stop-after-epoch", type=int, default=None,
-                     help="stop (as if killed) after this epoch; --resume continues to the same result")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    run = add_run_arguments(parser, out_dir="runs/simsiam_cifar")
     run.add_argument("--devices", type=int, default=1, help="processes (DDP): GPUs on CUDA, gloo ranks on CPU")
     run.add_argument("--sync-bn", action="store_true", help="synchronise batch norm across processes")
-    run.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                     help="auto: bf16 autocast on CUDA, fp32 on CPU")
     run.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto", help="auto: on for CUDA")
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--eval-every", type=int, default=10, help="kNN every N epochs (and after the last)")
-    evaluation.add_argument("--knn-k", type=int, default=200)
-    evaluation.add_argument("--knn-t", type=float, default=0.1)
+    evaluation.add_argument("--knn-k", type=int, default=200, help="kNN neighbours (lightly's knn_predict)")
+    evaluation.add_argument("--knn-t", type=float, default=0.1, help="kNN temperature")
     evaluation.add_argument("--linear-epochs", type=int, default=100, help="0 skips the final linear probe")
     evaluation.add_argument("--no-baselines", action="store_true",
                             help="skip the kNN of a random-init encoder and of raw pixels")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 # ----------------------------------------------------------------------------------------------------- data
@@ -156,11 +150,7 @@ def resolve_defaults(args: argparse.Namespace, embedded: bool) -> None:
 def check_args(args: argparse.Namespace, n_train: int) -> None:
     check_model_name(args.backbone, "--backbone")
     if args.backbone_kwargs:
-        try:  # timm reports an argument the model does not take as a TypeError, deep in its builder
-            build_model(args)
-        except TypeError as error:
-            raise ValueError(f"--backbone-kwargs {' '.join(args.backbone_kwargs)} do not fit --backbone "
-                             f"{args.backbone}: {error}") from error
+        build_model(args)  # a ValueError here, not a TypeError deep in the training processes
     per_rank = args.batch_size // args.devices
     if args.batch_size % args.devices:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by --devices {args.devices}")
@@ -179,10 +169,10 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
 
 # ------------------------------------------------------------------------------------------------ training
 def build_model(args: argparse.Namespace) -> lse.SimSiam:
-    """The SimSiam model the arguments describe (also how linear_eval.py rebuilds it from a checkpoint)."""
-    return lse.SimSiam(args.backbone, proj_layers=args.proj_layers, proj_dim=args.proj_dim,
-                       pred_hidden_dim=args.pred_hidden_dim,
-                       **parse_key_values(args.backbone_kwargs, "--backbone-kwargs"))
+    """The SimSiam model the arguments describe (linear_eval.py rebuilds it the same way from a checkpoint)."""
+    return create_with_backbone_kwargs(lse.SimSiam, args.backbone, args.backbone_kwargs,
+                                       proj_layers=args.proj_layers, proj_dim=args.proj_dim,
+                                       pred_hidden_dim=args.pred_hidden_dim)
 
 
 def device_for(args: argparse.Namespace, rank: int) -> torch.device:

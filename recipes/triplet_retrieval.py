@@ -38,6 +38,7 @@ import lightly_siamese_ext as lse
 from lightly_siamese_ext.data.class_split import OpenSetSplit
 from lightly_siamese_ext.losses import MINING
 from lightly_siamese_ext.training import embedding_recipe as recipe
+from lightly_siamese_ext.training.cli import recipe_parser
 
 # CIFAR-10 setting, and the smoke configuration used on the embedded digits (16px, as simsiam_cifar.py's).
 FULL = dict(epochs=30, k=32, input_size=32, embedding_dim=128)
@@ -45,10 +46,8 @@ SMOKE = dict(epochs=4, k=8, input_size=16, embedding_dim=64)
 RECALL_AT = (1, 4, 16)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = recipe_parser(__doc__)
     recipe.add_common_arguments(parser, FULL, SMOKE, out_dir="runs/triplet_retrieval", normalize=True)
     batch = parser.add_argument_group("P x K batches and triplet loss")
     batch.add_argument("--p", type=int, default=None,
@@ -62,7 +61,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     batch.add_argument("--mean-over", choices=["valid", "active"], default="active",
                        help="the mean divides by all mined triplets, or by those with a positive loss (Hermans et "
                             "al.'s BA != 0); with 'active' the loss need not fall while fewer triplets stay active")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def check_args(args: argparse.Namespace, split: OpenSetSplit) -> None:

@@ -6,10 +6,12 @@ import argparse
 import ast
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, Optional, Sequence, TextIO, TypeVar
 
-__all__ = ["USER_ERRORS", "add_data_arguments", "checkpointable_args", "embedded_data_notice", "parse_key_values",
-           "run_cli"]
+__all__ = ["USER_ERRORS", "DefaultsHelpFormatter", "add_data_arguments", "add_run_arguments", "checkpointable_args",
+           "create_with_backbone_kwargs", "embedded_data_notice", "parse_key_values", "recipe_parser", "run_cli"]
+
+Model = TypeVar("Model")
 
 # What a user's arguments or data can cause: reported as one line, without a traceback. Anything else is a bug and
 # keeps its traceback.
@@ -26,6 +28,26 @@ def run_cli(fn: Callable[[], None], stderr: Optional[TextIO] = None) -> int:
         (stderr or sys.stderr).write(f"error: {text.splitlines()[0]}\n")
         return 2
     return 0
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with every option's default: appended as ``(default: X)`` unless the help already states one.
+    None (the recipe derives the value at run time, which its help then says), False flags and empty lists are
+    left out rather than shown as ``(default: None)``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or not action.option_strings or default is argparse.SUPPRESS or default is None
+                or default is False or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def recipe_parser(doc: Optional[str]) -> argparse.ArgumentParser:
+    """The parser a recipe starts from: its module docstring's first paragraph as description, and every
+    option's default in ``--help`` (:class:`DefaultsHelpFormatter`)."""
+    return argparse.ArgumentParser(description=(doc or "").split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
 
 
 def embedded_data_notice(what: str) -> str:
@@ -56,6 +78,24 @@ def add_data_arguments(
     return group
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, out_dir: str) -> "argparse._ArgumentGroup":
+    """Adds the "run" group every training recipe takes (``--out-dir``, ``--resume``, ``--stop-after-epoch``,
+    ``--seed``, ``--device``, ``--precision``, ``--threads``) and returns it for more."""
+    group = parser.add_argument_group("run")
+    group.add_argument("--out-dir", type=Path, default=Path(out_dir),
+                       help="where metrics.csv, the plot, summary.json and the checkpoints go")
+    group.add_argument("--resume", action="store_true", help="continue from <out-dir>/last.pt")
+    group.add_argument("--stop-after-epoch", type=int, default=None,
+                       help="stop (as if killed) after this epoch; --resume continues to the same result")
+    group.add_argument("--seed", type=int, default=0, help="seeds the initialisation, the data order and the "
+                                                           "augmentation")
+    group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
+    group.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return group
+
+
 def checkpointable_args(args: argparse.Namespace) -> Dict[str, Any]:
     """``vars(args)`` with paths as strings: what a ``weights_only`` checkpoint can hold (``extra={"args": ...}``)."""
     return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
@@ -75,3 +115,15 @@ def parse_key_values(items: Sequence[str], name: str) -> Dict[str, Any]:
         except (ValueError, SyntaxError):
             parsed[key] = text
     return parsed
+
+
+def create_with_backbone_kwargs(factory: Callable[..., Model], backbone: str, backbone_kwargs: Sequence[str],
+                                **kwargs: Any) -> Model:
+    """``factory(backbone, **kwargs, **parse_key_values(backbone_kwargs))``. timm reports a keyword the model does
+    not take as a TypeError deep in its builder: that becomes a ValueError naming ``--backbone-kwargs``."""
+    parsed = parse_key_values(backbone_kwargs, "--backbone-kwargs")
+    try:
+        return factory(backbone, **kwargs, **parsed)
+    except TypeError as error:
+        raise ValueError(f"--backbone-kwargs {' '.join(backbone_kwargs)} do not fit --backbone {backbone}: {error}") \
+            from error

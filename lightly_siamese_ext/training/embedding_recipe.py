@@ -18,7 +18,6 @@ import json
 import time
 from abc import ABC, abstractmethod
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional, Tuple, Type
 
 import torch
@@ -32,7 +31,8 @@ from lightly_siamese_ext.evaluation import extract_features
 from lightly_siamese_ext.models import SiameseNetwork
 from lightly_siamese_ext.optim import epoch_cosine_scheduler
 from lightly_siamese_ext.training.checkpoint import save_checkpoint
-from lightly_siamese_ext.training.cli import add_data_arguments, checkpointable_args, embedded_data_notice, run_cli
+from lightly_siamese_ext.training.cli import (add_data_arguments, add_run_arguments, checkpointable_args,
+                                             embedded_data_notice, run_cli)
 from lightly_siamese_ext.training.metrics_log import MetricsLog
 from lightly_siamese_ext.training.run_dir import prepare_run_dir
 from lightly_siamese_ext.training.step import autocast_context
@@ -93,9 +93,9 @@ def add_common_arguments(
     if batch_unit is not None:
         optim.add_argument("--batch-size", type=int, default=None,
                            help=f"{batch_unit} per batch; default {full['batch_size']} (smoke: {smoke['batch_size']})")
-    optim.add_argument("--lr", type=float, default=1e-3)
-    optim.add_argument("--weight-decay", type=float, default=5e-4)
-    optim.add_argument("--warmup-epochs", type=int, default=0)
+    optim.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
+    optim.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW (decoupled) weight decay")
+    optim.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up before the cosine decay")
 
     aug = parser.add_argument_group("augmentation (random resized crop + horizontal flip)")
     aug.add_argument("--input-size", type=int, default=None,
@@ -107,16 +107,7 @@ def add_common_arguments(
                      help=f"probability of a horizontal flip; default {AUGMENT_FULL['hf_prob']} "
                           f"(smoke: {AUGMENT_SMOKE['hf_prob']})")
 
-    run_group = parser.add_argument_group("run")
-    run_group.add_argument("--out-dir", type=Path, default=Path(out_dir))
-    run_group.add_argument("--resume", action="store_true", help="continue from <out-dir>/last.pt")
-    run_group.add_argument("--stop-after-epoch", type=int, default=None,
-                           help="stop (as if killed) after this epoch; --resume continues to the same result")
-    run_group.add_argument("--seed", type=int, default=0)
-    run_group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    run_group.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                           help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    run_group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    run_group = add_run_arguments(parser, out_dir)
     run_group.add_argument("--no-progress", action="store_true", help="no line per epoch")
 
     evaluation = parser.add_argument_group("evaluation on the held-out classes")

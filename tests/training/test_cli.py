@@ -65,3 +65,17 @@ def test_key_values_are_python_literals_or_strings() -> None:
 def test_malformed_key_values_name_the_argument(item: str) -> None:
     with pytest.raises(ValueError, match=r"--backbone-kwargs takes KEY=VALUE"):
         parse_key_values([item], "--backbone-kwargs")
+
+
+def test_create_with_backbone_kwargs_parses_them_and_names_them_when_they_do_not_fit() -> None:
+    import timm
+
+    import lightly_siamese_ext  # noqa: F401  (registers resnet18_cifar)
+    from lightly_siamese_ext.training.cli import create_with_backbone_kwargs
+
+    model = create_with_backbone_kwargs(timm.create_model, "resnet18_cifar", ["num_classes=0", "channels=(8,8,8,16)"])
+    assert model.num_classes == 0 and model.num_features == 16
+    with pytest.raises(ValueError, match=r"--backbone-kwargs chanels=\(8,\) do not fit --backbone resnet18_cifar"):
+        create_with_backbone_kwargs(timm.create_model, "resnet18_cifar", ["chanels=(8,)"])
+    with pytest.raises(ValueError, match="--backbone-kwargs takes KEY=VALUE"):
+        create_with_backbone_kwargs(timm.create_model, "resnet18_cifar", ["16"])
