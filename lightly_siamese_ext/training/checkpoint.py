@@ -35,16 +35,20 @@ def capture_rng_state(generators: Optional[Mapping[str, torch.Generator]] = None
 
 
 def restore_rng_state(state: Mapping[str, Any], generators: Optional[Mapping[str, torch.Generator]] = None) -> None:
-    """Inverse of :func:`capture_rng_state`. Named generators missing from the state raise ``KeyError``."""
+    """Inverse of :func:`capture_rng_state`. Named generators missing from the state raise ``KeyError``.
+
+    The states may have been loaded onto any device (``load_checkpoint(map_location="cuda")``): every setter takes
+    CPU byte tensors, CUDA generators included, so they are moved back first.
+    """
     py_version, py_state, py_gauss = state["python"]
     random.setstate((py_version, tuple(py_state), py_gauss))
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
-    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((np_name, np_keys.cpu().numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([device_state.cpu() for device_state in state["cuda"]])
     for name, gen in (generators or {}).items():
-        gen.set_state(state["generators"][name])
+        gen.set_state(state["generators"][name].cpu())
 
 
 def save_checkpoint(
@@ -101,5 +105,11 @@ def load_checkpoint(
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DistributedDataParallel
+    """The module inside any nesting of ``torch.compile`` and DDP / DataParallel wrappers (either order)."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model

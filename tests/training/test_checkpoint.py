@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from lightly_siamese_ext import CosineWarmupScheduler, SimSiam
 from lightly_siamese_ext.training import load_checkpoint, save_checkpoint, simsiam_train_step
+from lightly_siamese_ext.training.checkpoint import capture_rng_state, restore_rng_state
 
 
 def _setup(seed: int = 0):
@@ -68,3 +69,41 @@ def test_missing_generator_state_is_an_error(tmp_path) -> None:
     save_checkpoint(tmp_path / "c.pt", model=model, epoch=0)
     with pytest.raises(KeyError):
         load_checkpoint(tmp_path / "c.pt", model=model, generators={"augment": torch.Generator()})
+
+
+class _OnAnotherDevice:
+    """Stands in for a state tensor that ``map_location="cuda"`` put on a GPU: torch's RNG setters (CUDA
+    generators' included) take it only after ``.cpu()``."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self._tensor = tensor
+
+    def cpu(self) -> torch.Tensor:
+        return self._tensor
+
+
+def test_rng_states_loaded_onto_another_device_are_moved_back_before_restoring() -> None:
+    generator = torch.Generator().manual_seed(5)
+    state = capture_rng_state({"augment": generator})
+    expected = (random.random(), float(np.random.rand()), torch.rand(3), torch.rand(3, generator=generator))
+    state["torch"] = _OnAnotherDevice(state["torch"])
+    state["numpy"][1] = _OnAnotherDevice(state["numpy"][1])
+    state["generators"]["augment"] = _OnAnotherDevice(state["generators"]["augment"])
+    restore_rng_state(state, {"augment": generator})
+    got = (random.random(), float(np.random.rand()), torch.rand(3), torch.rand(3, generator=generator))
+    assert expected[:2] == got[:2]
+    torch.testing.assert_close(expected[2:], got[2:], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda m: nn.DataParallel(torch.compile(m)), lambda m: torch.compile(nn.DataParallel(m))],
+    ids=["parallel(compile)", "compile(parallel)"],
+)
+def test_nested_compile_and_parallel_wrappers_save_and_load_the_plain_state(tmp_path, wrap) -> None:
+    torch.manual_seed(0)
+    source, target = nn.Linear(3, 2), nn.Linear(3, 2)
+    save_checkpoint(tmp_path / "c.pt", model=wrap(source), epoch=1)
+    assert set(torch.load(tmp_path / "c.pt", weights_only=True)["model"]) == {"weight", "bias"}
+    load_checkpoint(tmp_path / "c.pt", model=wrap(target))
+    torch.testing.assert_close(target.state_dict(), source.state_dict(), rtol=0, atol=0)
