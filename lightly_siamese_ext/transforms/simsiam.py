@@ -131,7 +131,7 @@ class BatchedSimSiamTransform(SeededGenerators, nn.Module):
         self.rr_prob = _check_probability(rr_prob, "rr_prob")
         self.rr_range = _rotation_range(rr_degrees)
         if normalize is not None:
-            if not isinstance(normalize, dict) or set(normalize) < {"mean", "std"}:
+            if not isinstance(normalize, dict) or not {"mean", "std"} <= set(normalize):
                 raise ValueError(f"normalize must be None or a dict with 'mean' and 'std', got {normalize!r}")
             for key in ("mean", "std"):
                 if len(normalize[key]) != 3:

@@ -189,6 +189,7 @@ def test_bad_input_is_a_clear_error(images, error, match) -> None:
         (dict(input_size=0), "input_size"),
         (dict(rr_degrees=(10.0, 5.0)), "rr_degrees"),
         (dict(normalize={"mean": [0.5]}), "normalize"),
+        (dict(normalize={"mean": [0.5] * 3, "sdt": [0.2] * 3}), "normalize must be None or a dict with 'mean'"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, match) -> None:
