@@ -20,6 +20,7 @@ listing triplets.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -54,6 +55,8 @@ def mine_batch_hard(distances: Tensor, labels: Tensor) -> Triplets:
     labels = _check_matrix(distances, labels)
     with torch.no_grad():
         bound = float(distances.abs().max()) if distances.numel() else 1.0
+        if not math.isfinite(bound):  # an inf would sink every shifted row: no triplet at all, silently
+            raise ValueError("distances must be finite for batch_hard mining")
         different = label_indicator(labels, distances.dtype, equal=False)
         shifted = torch.add(distances, different, alpha=-(4.0 * bound + 1.0), out=different)
         positive, negative, valid = hardest_pairs(shifted, bound)
@@ -74,6 +77,8 @@ def mine_semi_hard(distances: Tensor, labels: Tensor, margin: float) -> Triplets
     """
     labels = _check_matrix(distances, labels)
     margin = check_margin(margin)
+    if margin == 0:
+        raise ValueError("margin must be > 0 for semi_hard mining (the window is empty at 0), got 0")
     with torch.no_grad():
         return _expand_positive_pairs(
             labels,

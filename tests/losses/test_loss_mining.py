@@ -101,3 +101,9 @@ def test_bad_inputs_raise_value_errors_naming_the_argument() -> None:
         mine_semi_hard(torch.rand(3, 3), torch.arange(3), -0.2)
     with pytest.raises(ValueError, match="labels.*1-D"):
         mine_batch_all(torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="margin must be > 0 for semi_hard"):  # an empty window, not 0 triplets
+        mine_semi_hard(torch.rand(3, 3), torch.arange(3), 0.0)
+    with_inf = torch.rand(4, 4)
+    with_inf[0, 1] = float("inf")
+    with pytest.raises(ValueError, match="distances must be finite"):  # not a silently empty batch
+        mine_batch_hard(with_inf, torch.tensor([0, 0, 1, 1]))
