@@ -93,8 +93,14 @@ def retrieval_metrics(
     depth = max(max(ks), max_relevant)
 
     references = references.float()
+    center = None
     if distance == "cosine":
         references = F.normalize(references, dim=1)
+    else:
+        # A shift of both sides keeps every distance; centring keeps 2 q.r - |r|^2 from cancelling in float32 when
+        # the embeddings sit far from the origin compared with their spread (the losses do the same).
+        center = references.mean(dim=0)
+        references = references - center
     # Ranking by -|q - r|^2 = 2 q.r - |r|^2 - |q|^2 is ranking by 2 q.r - |r|^2: |q|^2 is the same along a row.
     reference_sq_norms = references.square().sum(dim=1) if distance == "euclidean" else None
     ranks = torch.arange(1, depth + 1, device=device)
@@ -102,8 +108,7 @@ def retrieval_metrics(
     for start in range(0, embeddings.shape[0], chunk_size):
         query = embeddings[start : start + chunk_size].to(device=device, dtype=torch.float32)
         rows = torch.arange(query.shape[0], device=device)
-        if distance == "cosine":
-            query = F.normalize(query, dim=1)
+        query = F.normalize(query, dim=1) if center is None else query - center
         scores = query @ references.t()
         if reference_sq_norms is not None:
             scores = scores.mul_(2).sub_(reference_sq_norms)
