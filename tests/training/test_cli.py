@@ -70,8 +70,7 @@ def test_malformed_key_values_name_the_argument(item: str) -> None:
 def test_create_with_backbone_kwargs_parses_them_and_names_them_when_they_do_not_fit() -> None:
     import timm
 
-    import lightly_siamese_ext  # noqa: F401  (registers resnet18_cifar)
-    from lightly_siamese_ext.training.cli import create_with_backbone_kwargs
+    from lightly_siamese_ext.training.cli import create_with_backbone_kwargs  # the package import registers the models
 
     model = create_with_backbone_kwargs(timm.create_model, "resnet18_cifar", ["num_classes=0", "channels=(8,8,8,16)"])
     assert model.num_classes == 0 and model.num_features == 16
