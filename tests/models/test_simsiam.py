@@ -163,6 +163,7 @@ def test_epoch_cosine_scheduler_is_the_papers_per_epoch_cosine_and_never_wastes_
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
     lightly_like = CosineWarmupScheduler(optimizer, warmup_epochs=0, max_epochs=epochs, end_value=0.0)
     for _ in range(epochs - 1):
+        optimizer.step()
         lightly_like.step()
     assert optimizer.param_groups[0]["lr"] == 0.0
 
