@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from lightly_siamese_ext._validation import check_positive_int
 from lightly_siamese_ext.transforms import functional as BF
 from lightly_siamese_ext.transforms._generators import SeededGenerators
-from lightly_siamese_ext.transforms.simsiam import _check_probability, _check_range
+from lightly_siamese_ext.transforms.simsiam import _check_normalize, _check_probability, _check_range
 
 __all__ = ["BatchedCropFlipTransform"]
 
@@ -53,9 +53,7 @@ class BatchedCropFlipTransform(SeededGenerators, nn.Module):
         self.scale = (float(min_scale), 1.0)
         self.ratio = _check_range(ratio, "ratio", 1e-6, float("inf"))
         self.hf_prob = _check_probability(hf_prob, "hf_prob")
-        if normalize is not None and (not isinstance(normalize, dict) or not {"mean", "std"} <= set(normalize)):
-            raise ValueError(f"normalize must be None or a dict with 'mean' and 'std', got {normalize!r}")
-        self.normalize = normalize
+        self.normalize = _check_normalize(normalize)
         self.seed = int(seed)
         self._generators: Dict[str, torch.Generator] = {}
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightly_siamese_ext.transforms.functional import normalize, to_float_images
+from lightly_siamese_ext.transforms.simsiam import _check_normalize
 
 __all__ = ["BatchedEvalTransform"]
 
@@ -29,10 +30,8 @@ class BatchedEvalTransform(nn.Module):
         if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
                                        or input_size < 1):
             raise ValueError(f"input_size must be None or a positive int, got {input_size!r}")
-        if normalize is not None and not {"mean", "std"} <= set(normalize):
-            raise ValueError(f"normalize must be None or a dict with 'mean' and 'std', got {normalize!r}")
         self.input_size = input_size
-        self.normalize = normalize
+        self.normalize = _check_normalize(normalize)
 
     def forward(self, images: Tensor) -> Tensor:
         x = to_float_images(images)

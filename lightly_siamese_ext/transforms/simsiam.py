@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from numbers import Real
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
@@ -23,6 +23,20 @@ def _check_probability(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
     return float(value)
+
+
+def _check_normalize(normalize: object) -> Optional[Dict[str, Sequence[float]]]:
+    """None, or lightly's ``IMAGENET_NORMALIZE`` layout: {"mean": 3 values, "std": 3 positive values}."""
+    if normalize is None:
+        return None
+    if not isinstance(normalize, dict) or not {"mean", "std"} <= set(normalize):
+        raise ValueError(f"normalize must be None or a dict with 'mean' and 'std', got {normalize!r}")
+    for key in ("mean", "std"):
+        if len(normalize[key]) != 3:
+            raise ValueError(f"normalize['{key}'] must have 3 values (RGB), got {normalize[key]!r}")
+    if any(s <= 0 for s in normalize["std"]):
+        raise ValueError(f"normalize['std'] must be positive, got {normalize['std']!r}")
+    return normalize
 
 
 def _check_range(value: object, name: str, low: float, high: float) -> Tuple[float, float]:
@@ -130,15 +144,7 @@ class BatchedSimSiamTransform(SeededGenerators, nn.Module):
         self.hf_prob = _check_probability(hf_prob, "hf_prob")
         self.rr_prob = _check_probability(rr_prob, "rr_prob")
         self.rr_range = _rotation_range(rr_degrees)
-        if normalize is not None:
-            if not isinstance(normalize, dict) or not {"mean", "std"} <= set(normalize):
-                raise ValueError(f"normalize must be None or a dict with 'mean' and 'std', got {normalize!r}")
-            for key in ("mean", "std"):
-                if len(normalize[key]) != 3:
-                    raise ValueError(f"normalize['{key}'] must have 3 values (RGB), got {normalize[key]!r}")
-            if any(s <= 0 for s in normalize["std"]):
-                raise ValueError(f"normalize['std'] must be positive, got {normalize['std']!r}")
-        self.normalize = normalize
+        self.normalize = _check_normalize(normalize)
         self.seed = int(seed)
         self._generators: Dict[str, torch.Generator] = {}
         self._workspaces: Dict[int, Workspace] = {}  # per thread, CPU temporaries kept between calls
