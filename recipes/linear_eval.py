@@ -126,7 +126,8 @@ def load_encoder(args: argparse.Namespace) -> Tuple[lse.SimSiam, Dict[str, Any]]
     if args.backbone_kwargs:
         raise ValueError("--backbone-kwargs is only for --allow-random-init: a checkpoint brings its own")
     if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist")
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint} " + (
+            "is a folder, not a checkpoint file" if args.checkpoint.is_dir() else "does not exist"))
     try:
         payload = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for files that are not checkpoints
@@ -169,6 +170,12 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not args.lr > 0 or args.weight_decay < 0:
         raise ValueError(f"--lr must be > 0 and --weight-decay >= 0, got {args.lr} and {args.weight_decay}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.num_workers < 0:
+        raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        raise NotADirectoryError(f"--out-dir {args.out_dir} is a file, not a folder")
     if not 0 < args.min_scale <= 1 or not 0 <= args.hf_prob <= 1:
         raise ValueError(f"--min-scale must be in (0, 1] and --hf-prob in [0, 1], got {args.min_scale}, "
                          f"{args.hf_prob}")

@@ -53,16 +53,20 @@ from lightly_siamese_ext.training import (
     save_checkpoint,
     simsiam_train_step,
 )
-from lightly_siamese_ext.training.cli import (add_data_arguments, add_run_arguments, checkpointable_args,
-                                             create_with_backbone_kwargs, embedded_data_notice, recipe_parser,
-                                             run_cli)
+from lightly_siamese_ext.training.cli import (MAY_CHANGE_ON_RESUME, add_data_arguments, add_run_arguments,
+                                             checkpointable_args, create_with_backbone_kwargs, embedded_data_notice,
+                                             recipe_parser, run_cli)
 from lightly_siamese_ext.training.distributed import ranks_agree
+from lightly_siamese_ext.training.run_dir import check_run_dir
 from lightly_siamese_ext.transforms import BatchedEvalTransform, BatchedSimSiamTransform
 
 # The paper's CIFAR-10 recipe (Appendix D) and the smoke configuration used on the embedded fallback.
 PAPER = dict(epochs=800, batch_size=512, input_size=32)
 SMOKE = dict(epochs=12, batch_size=256, input_size=16)
 NORMALIZE = lse.CIFAR10_NORMALIZE
+# What a --resume may change: how the run executes and what it evaluates, not what it trains.
+MAY_CHANGE = (*MAY_CHANGE_ON_RESUME, "pipeline", "num_workers", "devices", "sync_bn", "channels_last", "compile",
+              "eval_every", "knn_k", "knn_t", "linear_epochs", "no_baselines", "no_progress")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,8 +153,8 @@ def resolve_defaults(args: argparse.Namespace, embedded: bool) -> None:
 
 def check_args(args: argparse.Namespace, n_train: int) -> None:
     check_model_name(args.backbone, "--backbone")
-    if args.backbone_kwargs:
-        build_model(args)  # a ValueError here, not a TypeError deep in the training processes
+    if args.devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {args.devices}")
     per_rank = args.batch_size // args.devices
     if args.batch_size % args.devices:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by --devices {args.devices}")
@@ -163,8 +167,23 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.warmup_epochs <= args.epochs:
         raise ValueError(f"--warmup-epochs must be in [0, --epochs={args.epochs}], got {args.warmup_epochs}")
+    # torch.optim would name the scaled lr; the kNN would fail only after the first evaluation epoch.
+    if not args.base_lr > 0 or args.momentum < 0 or args.weight_decay < 0:
+        raise ValueError(f"--base-lr must be > 0, --momentum and --weight-decay >= 0, got {args.base_lr}, "
+                         f"{args.momentum} and {args.weight_decay}")
+    if args.knn_k < 1 or not args.knn_t > 0:
+        raise ValueError(f"--knn-k must be >= 1 and --knn-t > 0, got {args.knn_k} and {args.knn_t}")
+    args.knn_k = min(args.knn_k, n_train)  # the bank is the training set: what the kNN uses, and the report says
+    for name in ("linear_epochs", "num_workers"):
+        if (getattr(args, name) or 0) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("threads", "stop_after_epoch"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but CUDA is not available")
+    if args.backbone_kwargs:
+        build_model(args)  # a ValueError here, not a TypeError deep in the training processes
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -228,8 +247,9 @@ def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: S
     optimizer = torch.optim.SGD(model.parameter_groups(args.fix_predictor_lr), lr=lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = lse.epoch_cosine_scheduler(optimizer, args.epochs, warmup_epochs=args.warmup_epochs)
-    checkpoint_path, start_epoch = prepare_run_dir(args.out_dir, args.resume, model=model, optimizer=optimizer,
-                                                   scheduler=scheduler, map_location=device)
+    checkpoint_path, start_epoch = prepare_run_dir(args.out_dir, args.resume, checkpointable_args(args), MAY_CHANGE,
+                                                   model=model, optimizer=optimizer, scheduler=scheduler,
+                                                   map_location=device)
     metrics = MetricsLog(args.out_dir / "metrics.csv")
     if is_main:
         metrics.truncate(start_epoch)
@@ -450,6 +470,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(embedded_data_notice(f"a SMOKE RUN of the pipeline ({args.epochs} epochs, {args.input_size}px)"),
                   flush=True)
         check_args(args, len(splits.train.labels))
+        # Here, not only in the training processes: their errors would come back as tracebacks.
+        check_run_dir(args.out_dir, args.resume, checkpointable_args(args), MAY_CHANGE)
         print(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
               "evaluation images", flush=True)
         launch(train_worker, args.devices, args=(args, splits))

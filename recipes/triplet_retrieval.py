@@ -72,7 +72,7 @@ def check_args(args: argparse.Namespace, split: OpenSetSplit) -> None:
     recipe.resolve_class_count(args, "p", len(split.train_classes), 8, "the training classes")
     if args.k < 2:
         raise ValueError(f"--k must be >= 2 (an anchor needs a positive), got {args.k}")
-    recipe.check_common_arguments(args, split, batch_items=args.p * args.k)
+    recipe.check_common_arguments(args, split, batch_items=args.p * args.k, batch_arguments="--p x --k")
     if args.margin < 0 or (args.mining == "semi_hard" and args.margin == 0):
         raise ValueError(f"--margin must be >= 0 (> 0 with --mining semi_hard), got {args.margin}")
     if len(split.test.labels) <= max(RECALL_AT):

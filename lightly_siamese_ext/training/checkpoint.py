@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+__all__ = ["capture_rng_state", "load_checkpoint", "restore_checkpoint", "restore_rng_state", "save_checkpoint"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -94,6 +94,21 @@ def load_checkpoint(
 ) -> Dict[str, Any]:
     """Restores what :func:`save_checkpoint` wrote (with ``weights_only=True``) and returns the payload."""
     payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    restore_checkpoint(payload, model=model, optimizer=optimizer, scheduler=scheduler, generators=generators,
+                       restore_rng=restore_rng)
+    return payload
+
+
+def restore_checkpoint(
+    payload: Mapping[str, Any],
+    *,
+    model: nn.Module,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Optional[Any] = None,
+    generators: Optional[Mapping[str, torch.Generator]] = None,
+    restore_rng: bool = True,
+) -> None:
+    """:func:`load_checkpoint` for a payload already read with ``torch.load``."""
     _unwrap(model).load_state_dict(payload["model"])
     if optimizer is not None and payload["optimizer"] is not None:
         optimizer.load_state_dict(payload["optimizer"])
@@ -101,7 +116,6 @@ def load_checkpoint(
         scheduler.load_state_dict(payload["scheduler"])
     if restore_rng:
         restore_rng_state(payload["rng"], generators)
-    return payload
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

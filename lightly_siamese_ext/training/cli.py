@@ -8,10 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, TextIO, TypeVar
 
-__all__ = ["USER_ERRORS", "DefaultsHelpFormatter", "add_data_arguments", "add_run_arguments", "checkpointable_args",
-           "create_with_backbone_kwargs", "embedded_data_notice", "parse_key_values", "recipe_parser", "run_cli"]
+__all__ = ["MAY_CHANGE_ON_RESUME", "USER_ERRORS", "DefaultsHelpFormatter", "add_data_arguments", "add_run_arguments",
+           "checkpointable_args", "create_with_backbone_kwargs", "embedded_data_notice", "parse_key_values",
+           "recipe_parser", "run_cli"]
 
 Model = TypeVar("Model")
+
+# The arguments of add_data_arguments and add_run_arguments that a --resume may change: where the data and the run
+# are, and how the run executes; the seed and every training argument must match the checkpoint's.
+MAY_CHANGE_ON_RESUME = ("data_dir", "download", "cache_dir", "out_dir", "resume", "stop_after_epoch", "device",
+                        "precision", "threads")
 
 # What a user's arguments or data can cause: reported as one line, without a traceback. Anything else is a bug and
 # keeps its traceback.
@@ -120,10 +126,15 @@ def parse_key_values(items: Sequence[str], name: str) -> Dict[str, Any]:
 def create_with_backbone_kwargs(factory: Callable[..., Model], backbone: str, backbone_kwargs: Sequence[str],
                                 **kwargs: Any) -> Model:
     """``factory(backbone, **kwargs, **parse_key_values(backbone_kwargs))``. timm reports a keyword the model does
-    not take as a TypeError deep in its builder: that becomes a ValueError naming ``--backbone-kwargs``."""
+    not take (a TypeError) or a value it cannot build with (e.g. an AttributeError for too few ``channels``) deep in
+    its builder: with ``backbone_kwargs`` given, that becomes a ValueError naming ``--backbone-kwargs``."""
     parsed = parse_key_values(backbone_kwargs, "--backbone-kwargs")
     try:
         return factory(backbone, **kwargs, **parsed)
-    except TypeError as error:
+    except ValueError:
+        raise  # already names what is wrong
+    except Exception as error:
+        if not parsed:
+            raise
         raise ValueError(f"--backbone-kwargs {' '.join(backbone_kwargs)} do not fit --backbone {backbone}: {error}") \
             from error

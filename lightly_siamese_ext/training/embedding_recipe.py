@@ -31,8 +31,8 @@ from lightly_siamese_ext.evaluation import extract_features
 from lightly_siamese_ext.models import SiameseNetwork
 from lightly_siamese_ext.optim import epoch_cosine_scheduler
 from lightly_siamese_ext.training.checkpoint import save_checkpoint
-from lightly_siamese_ext.training.cli import (add_data_arguments, add_run_arguments, checkpointable_args,
-                                             embedded_data_notice, run_cli)
+from lightly_siamese_ext.training.cli import (MAY_CHANGE_ON_RESUME, add_data_arguments, add_run_arguments,
+                                             checkpointable_args, embedded_data_notice, run_cli)
 from lightly_siamese_ext.training.metrics_log import MetricsLog
 from lightly_siamese_ext.training.run_dir import prepare_run_dir
 from lightly_siamese_ext.training.step import autocast_context
@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 NORMALIZE = CIFAR10_NORMALIZE
+# What a --resume may change besides MAY_CHANGE_ON_RESUME: what is evaluated and shown, not what is trained.
+MAY_CHANGE = (*MAY_CHANGE_ON_RESUME, "no_progress", "eval_every", "eval_per_class", "no_baselines", "n_way", "trials")
 # Augmentation defaults: mild on real data; milder on the small digits, without flips (digits are not symmetric).
 AUGMENT_FULL = dict(min_scale=0.5, hf_prob=0.5)
 AUGMENT_SMOKE = dict(min_scale=0.8, hf_prob=0.0)
@@ -126,16 +128,22 @@ def resolve_defaults(args: argparse.Namespace, embedded: bool, full: Mapping[str
             setattr(args, key, config[key])
 
 
-def check_common_arguments(args: argparse.Namespace, split: OpenSetSplit, batch_items: int) -> None:
-    """ValueError naming the first bad common argument; ``batch_items``: training images one batch draws from."""
+def check_common_arguments(args: argparse.Namespace, split: OpenSetSplit, batch_items: int,
+                           batch_arguments: str = "--batch-size") -> None:
+    """ValueError naming the first bad common argument; ``batch_items``: training images one batch draws from,
+    set by ``batch_arguments`` (named in the error)."""
     check_model_name(args.backbone, "--backbone")
     for name in ("epochs", "batch_size", "input_size", "embedding_dim", "eval_every"):
         if getattr(args, name, 1) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.hidden_dim is not None and args.hidden_dim < 1:
-        raise ValueError(f"--hidden-dim must be >= 1, got {args.hidden_dim}")
+    for name in ("hidden_dim", "threads", "stop_after_epoch"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.eval_per_class < 2:  # else the evaluation fails after the first epoch of training
+        raise ValueError(f"--eval-per-class must be >= 2 (the held-out metrics compare images of the same class), "
+                         f"got {args.eval_per_class}")
     if batch_items > len(split.train.labels):
-        raise ValueError(f"--batch-size: a batch draws {batch_items} images, more than the training set "
+        raise ValueError(f"{batch_arguments}: a batch draws {batch_items} images, more than the training set "
                          f"({len(split.train.labels)} images)")
     if not args.lr > 0 or args.weight_decay < 0:
         raise ValueError(f"--lr must be > 0 and --weight-decay >= 0, got {args.lr} and {args.weight_decay}")
@@ -286,9 +294,10 @@ class EmbeddingTrainer(ABC):
         early by ``--stop-after-epoch``."""
         args = self.args
         # All randomness derives from (seed, epoch): the global random states need no restoring.
-        checkpoint_path, start_epoch = prepare_run_dir(args.out_dir, args.resume, model=self.model,
-                                                       optimizer=self.optimizer, scheduler=self.scheduler,
-                                                       restore_rng=False, map_location=self.device)
+        checkpoint_path, start_epoch = prepare_run_dir(args.out_dir, args.resume, checkpointable_args(args),
+                                                       MAY_CHANGE, model=self.model, optimizer=self.optimizer,
+                                                       scheduler=self.scheduler, restore_rng=False,
+                                                       map_location=self.device)
         metrics = MetricsLog(args.out_dir / "metrics.csv")
         metrics.truncate(start_epoch)
         held_out: Dict[str, float] = {}

@@ -124,3 +124,25 @@ def test_missing_checkpoint_ends_with_one_line_error(tmp_path) -> None:
                              str(tmp_path / "missing.pt"), "--out-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
     assert "does not exist" in one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--threads", "-1"], "--threads must be >= 1, got -1"),
+        (["--num-workers", "-1"], "--num-workers must be >= 0, got -1"),
+        (["--out-dir", "FILE"], "is a file, not a folder"),
+    ],
+)
+def test_bad_run_arguments_are_refused(linear_eval_recipe, simsiam_run, tmp_path, capsys, args: list,
+                                       message: str) -> None:
+    (tmp_path / "FILE").write_text("")
+    args = [str(tmp_path / "FILE") if arg == "FILE" else arg for arg in args]
+    assert linear_eval_recipe.main(["--checkpoint", str(simsiam_run / "last.pt"), "--out-dir", str(tmp_path / "x"),
+                                    *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_folder_given_as_checkpoint_is_named_as_such(linear_eval_recipe, tmp_path, capsys) -> None:
+    assert linear_eval_recipe.main(["--checkpoint", str(tmp_path), "--out-dir", str(tmp_path / "x")]) == 2
+    assert f"--checkpoint {tmp_path} is a folder, not a checkpoint file" in capsys.readouterr().err

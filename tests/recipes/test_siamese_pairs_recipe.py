@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,9 @@ def test_pair_batches_mix_same_and_different_pairs(siamese_recipe: ModuleType) -
         (["--batch-size", "4096"], "more than the training set"),
         (["--test-classes", "1,2,3,4,5,6,7,8,9"], "training side"),
         (["--positive-fraction", "1.5"], "--positive-fraction"),
+        (["--threads", "-1"], "--threads must be >= 1, got -1"),
+        (["--epochs", "2", "--stop-after-epoch", "0"], "--stop-after-epoch must be >= 1, got 0"),
+        (["--eval-per-class", "1"], "--eval-per-class must be >= 2"),  # no same-class pair to verify
     ],
 )
 def test_bad_arguments_are_refused_before_training(siamese_recipe, args, message, tmp_path, capsys) -> None:
@@ -130,3 +134,17 @@ def test_unknown_test_class_ends_with_one_line_error(tmp_path) -> None:
     result = subprocess.run([sys.executable, str(RECIPES / "siamese_pairs.py"), *TINY, "--test-classes", "7,8,11",
                              "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert "class index 11 is out of range" in one_line_error(result)
+
+
+def test_an_out_dir_that_is_a_file_is_refused(siamese_recipe, tmp_path, capsys) -> None:
+    (tmp_path / "file").write_text("")
+    assert siamese_recipe.main([*TINY, "--epochs", "1", "--out-dir", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_training_arguments(siamese_recipe, straight_run: Path, tmp_path, capsys) -> None:
+    shutil.copy(straight_run / "last.pt", tmp_path / "last.pt")
+    common = [*TINY, "--epochs", str(EPOCHS), "--resume", "--out-dir", str(tmp_path), "--no-baselines"]
+    assert siamese_recipe.main([*common, "--margin", "0.5"]) == 2  # the loss would change mid-run
+    assert "trained with --margin 1.0 (now 0.5)" in capsys.readouterr().err
+    assert siamese_recipe.main([*common, "--trials", "100"]) == 0  # evaluation arguments may change

@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import RECIPES
+from conftest import RECIPES, SIMSIAM_TINY, one_line_error
 
 # A configuration that runs in seconds on a CPU: 8px digits, a narrow head, a small subset.
 TINY = ["--subset", "128", "--batch-size", "32", "--input-size", "8", "--proj-dim", "32", "--pred-hidden-dim", "8",
@@ -126,3 +127,65 @@ def test_two_gloo_processes_agree_on_the_weights(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["devices"] == 2 and summary["ranks_agree"] is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--devices", "0"], "--devices must be >= 1, got 0"),
+        (["--devices", "-1"], "--devices must be >= 1, got -1"),
+        (["--threads", "-1"], "--threads must be >= 1, got -1"),
+        (["--base-lr", "0"], "--base-lr must be > 0"),
+        (["--momentum", "-0.5"], "--momentum and --weight-decay >= 0"),
+        (["--knn-t", "0"], "--knn-t > 0"),
+        (["--knn-k", "0"], "--knn-k must be >= 1"),
+        (["--epochs", "2", "--stop-after-epoch", "0"], "--stop-after-epoch must be >= 1, got 0"),
+        (["--linear-epochs", "-1"], "--linear-epochs must be >= 0, got -1"),
+        (["--pipeline", "lightly", "--num-workers", "-1"], "--num-workers must be >= 0, got -1"),
+        (["--backbone-kwargs", "channels=(8,16)"], "do not fit --backbone resnet18_cifar"),
+    ],
+)
+def test_more_bad_arguments_are_refused_before_training(simsiam_recipe, args: list, message: str, tmp_path,
+                                                        capsys) -> None:
+    assert simsiam_recipe.main([*TINY, "--epochs", "1", *args, "--out-dir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_an_out_dir_that_is_a_file_is_refused(simsiam_recipe, tmp_path, capsys) -> None:
+    (tmp_path / "file").write_text("")
+    assert simsiam_recipe.main([*TINY, "--epochs", "1", "--out-dir", str(tmp_path / "file")]) == 2
+    assert f"--out-dir {tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--proj-dim", "16"], "trained with --proj-dim 32 (now 16)"),  # the weights would not fit
+        (["--epochs", "3"], "trained with --epochs 1 (now 3)"),  # the restored schedule ends after epoch 1
+        (["--batch-size", "16"], "trained with --batch-size 32 (now 16)"),  # the restored lr is the old batch's
+    ],
+)
+def test_resume_refuses_other_training_arguments(simsiam_recipe, simsiam_run, args: list, message: str, tmp_path,
+                                                 capsys) -> None:
+    shutil.copy(simsiam_run / "last.pt", tmp_path / "last.pt")
+    assert simsiam_recipe.main([*SIMSIAM_TINY, *args, "--resume", "--out-dir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_from_a_corrupt_checkpoint_is_refused(simsiam_recipe, tmp_path, capsys) -> None:
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    assert simsiam_recipe.main([*TINY, "--epochs", "1", "--resume", "--out-dir", str(tmp_path)]) == 2
+    assert "is not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_resume_errors_of_a_multi_process_run_are_one_line(tmp_path) -> None:
+    # Checked before the processes start: an error inside them comes back as a traceback of each.
+    result = _cli(*TINY, "--epochs", "1", "--devices", "2", "--resume", "--out-dir", str(tmp_path))
+    assert "--resume: no checkpoint at" in one_line_error(result)
+
+
+def test_knn_k_larger_than_the_bank_is_reported_as_the_k_used(simsiam_recipe, tmp_path, capsys) -> None:
+    assert simsiam_recipe.main([*TINY, "--epochs", "1", "--linear-epochs", "0", "--knn-k", "500",
+                                "--out-dir", str(tmp_path)]) == 0
+    assert "kNN (k=128, t=0.1)" in capsys.readouterr().out  # the bank is the 128 training images

@@ -97,6 +97,8 @@ def test_retrieval_metrics_match_a_brute_force_recomputation(run_dir: Path) -> N
         (["--k", "1"], "--k must be >= 2"),
         (["--mining", "semi_hard", "--margin", "0"], "> 0 with --mining semi_hard"),
         (["--eval-per-class", "5"], "Recall@16 needs more than 16 held-out images"),
+        (["--k", "100"], "--p x --k: a batch draws 400 images"),  # the recipe has no --batch-size
+        (["--threads", "0"], "--threads must be >= 1, got 0"),
     ],
 )
 def test_bad_arguments_are_refused_before_training(triplet_recipe, args, message, tmp_path, capsys) -> None:

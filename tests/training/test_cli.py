@@ -78,3 +78,15 @@ def test_create_with_backbone_kwargs_parses_them_and_names_them_when_they_do_not
         create_with_backbone_kwargs(timm.create_model, "resnet18_cifar", ["chanels=(8,)"])
     with pytest.raises(ValueError, match="--backbone-kwargs takes KEY=VALUE"):
         create_with_backbone_kwargs(timm.create_model, "resnet18_cifar", ["16"])
+
+
+def test_backbone_kwargs_that_break_the_builder_are_named_and_other_value_errors_pass() -> None:
+    import lightly_siamese_ext as lse
+    from lightly_siamese_ext.training.cli import create_with_backbone_kwargs
+
+    # Two stages where CifarResNet has four: building SimSiam on it fails with an AttributeError, not a TypeError.
+    with pytest.raises(ValueError, match=r"--backbone-kwargs channels=\(8,16\) do not fit --backbone resnet18_cifar"):
+        create_with_backbone_kwargs(lse.SimSiam, "resnet18_cifar", ["channels=(8,16)"])
+    with pytest.raises(ValueError, match="must be a positive int, got 0") as caught:  # the model's own error
+        create_with_backbone_kwargs(lse.SimSiam, "resnet18_cifar", ["zero_init_last=False"], proj_dim=0)
+    assert "--backbone-kwargs" not in str(caught.value)

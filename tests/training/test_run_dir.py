@@ -23,3 +23,39 @@ def test_resume_restores_the_model_and_returns_its_epoch(tmp_path) -> None:
 def test_resume_without_a_checkpoint_names_it(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="--resume: no checkpoint at .*last.pt"):
         prepare_run_dir(tmp_path, resume=True, model=nn.Linear(1, 1))
+
+
+def test_an_out_dir_that_is_a_file_is_named(tmp_path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="--out-dir .*file is a file, not a folder"):
+        prepare_run_dir(tmp_path / "file", resume=False)
+
+
+@pytest.mark.parametrize("content, message", [(b"garbage", "is not a readable checkpoint"),
+                                              ({"weights": 1}, "is not a training checkpoint")])
+def test_resume_from_a_file_that_is_not_a_checkpoint_is_a_value_error(tmp_path, content, message: str) -> None:
+    if isinstance(content, bytes):
+        (tmp_path / "last.pt").write_bytes(content)
+    else:
+        torch.save(content, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=f"--resume: .*last.pt {message}"):
+        prepare_run_dir(tmp_path, resume=True, model=nn.Linear(1, 1))
+
+
+def test_resume_into_a_model_that_does_not_fit_is_a_value_error(tmp_path) -> None:
+    save_checkpoint(tmp_path / "last.pt", model=nn.Linear(3, 2), epoch=1)
+    with pytest.raises(ValueError, match="does not fit this run's model or optimizer: .*size mismatch for weight"):
+        prepare_run_dir(tmp_path, resume=True, model=nn.Linear(4, 2), restore_rng=False)
+
+
+def test_resume_refuses_other_training_arguments_and_allows_the_listed_ones(tmp_path) -> None:
+    saved = {"epochs": 3, "lr": 0.1, "device": "cpu", "out_dir": "/elsewhere"}
+    save_checkpoint(tmp_path / "last.pt", model=nn.Linear(3, 2), epoch=1, extra={"args": saved})
+    may_change = ("device", "out_dir")
+    with pytest.raises(ValueError, match=r"trained with --epochs 3 \(now 5\), --lr 0.1 \(now 0.2\); a resumed run"):
+        prepare_run_dir(tmp_path, resume=True, run_args={**saved, "epochs": 5, "lr": 0.2}, may_change=may_change,
+                        model=nn.Linear(3, 2), restore_rng=False)
+    changed = {**saved, "device": "cuda", "out_dir": str(tmp_path), "new_argument": 1}  # an older checkpoint lacks it
+    _, epoch = prepare_run_dir(tmp_path, resume=True, run_args=changed, may_change=may_change,
+                               model=nn.Linear(3, 2), restore_rng=False)
+    assert epoch == 1
