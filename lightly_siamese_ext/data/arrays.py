@@ -20,7 +20,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from lightly_siamese_ext.data.targets import as_labels
 
-__all__ = ["ImageArrays", "images_from_numpy", "load_cifar10_folder", "load_image_folder"]
+__all__ = ["ImageArrays", "check_cache_dir", "images_from_numpy", "load_cifar10_folder", "load_image_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def load_image_folder(
         raise FileNotFoundError(f"image folder not found: {root}")
     classes, class_to_idx = find_classes(str(root))
     samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
+    check_cache_dir(cache_dir)  # before decoding: else a file there fails only when the cache is written
     cache = _cache_paths(root, samples, Path(cache_dir)) if cache_dir is not None else None
     if cache is not None and cache[2].exists():
         logger.info("loading decoded images of %s from cache %s", root, cache[0])
@@ -120,6 +121,12 @@ def load_image_folder(
     if cache is not None:
         _write_cache(cache, images, labels, root, classes)
     return ImageArrays(images, labels, classes)
+
+
+def check_cache_dir(cache_dir: Optional[PathLike]) -> None:
+    """``NotADirectoryError`` if ``cache_dir`` names an existing file (a missing folder is created when needed)."""
+    if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise NotADirectoryError(f"cache_dir {cache_dir} is a file, not a folder")
 
 
 def _decode(path: str) -> np.ndarray:

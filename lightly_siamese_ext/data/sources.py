@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightly_siamese_ext.data.arrays import ImageArrays, load_cifar10_folder, load_image_folder
+from lightly_siamese_ext.data.arrays import ImageArrays, check_cache_dir, load_cifar10_folder, load_image_folder
 
 __all__ = [
     "ImageSource",
@@ -72,22 +72,23 @@ def load_digits_arrays(size: int = 32) -> ImageArrays:
     return ImageArrays(images, torch.from_numpy(digits.target).long(), [str(d) for d in range(10)])
 
 
-def holdout_split(labels: Tensor, per_class: int) -> Tuple[Tensor, Tensor]:
+def holdout_split(labels: Tensor, per_class: int, name: str = "per_class") -> Tuple[Tensor, Tensor]:
     """Indices ``(train, held_out)``: the last ``per_class`` samples of every class (in dataset order) are held out.
+    Errors call ``per_class`` by ``name``.
 
     Deterministic, so every run and every reader of a report holds out the same images.
     """
     if labels.ndim != 1 or labels.is_floating_point():
         raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}")
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+        raise ValueError(f"{name} must be a positive int, got {per_class!r}")
     order = torch.argsort(labels, stable=True)
     sorted_labels = labels[order]
     counts = torch.bincount(sorted_labels)
     present = counts > 0
     if bool((counts[present] <= per_class).any()):
         raise ValueError(
-            f"per_class={per_class} would hold out whole classes: the smallest class has "
+            f"{name}={per_class} would hold out whole classes: the smallest class has "
             f"{int(counts[present].min())} samples"
         )
     starts = torch.cumsum(counts, 0) - counts
@@ -111,6 +112,8 @@ def load_image_source(
     ``cache_dir`` (default ``~/.cache/lightly_siamese_ext`` or ``$LSE_CACHE_DIR``).
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+    if data_dir is not None or download:  # the embedded digits need no cache
+        check_cache_dir(cache_dir)
     if data_dir is not None and not download:
         return _load_dir(Path(data_dir), cache_dir)
     if download:
@@ -183,8 +186,9 @@ def load_train_test(
     if source.test is not None:
         return TrainTestSplit(source.train, source.test, f"{source.description}; evaluation on its test split",
                               source.embedded)
-    per_class = embedded_holdout_per_class if source.embedded else holdout_per_class
-    train_idx, test_idx = holdout_split(source.train.labels, per_class)
+    name, per_class = (("embedded_holdout_per_class", embedded_holdout_per_class) if source.embedded
+                       else ("holdout_per_class", holdout_per_class))
+    train_idx, test_idx = holdout_split(source.train.labels, per_class, name)
     note = f"evaluation on the last {per_class} images of every class, held out from training"
     return TrainTestSplit(subset(source.train, train_idx), subset(source.train, test_idx),
                           f"{source.description}; {note}", source.embedded)

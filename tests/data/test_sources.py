@@ -10,6 +10,7 @@ from lightly_siamese_ext.data import (
     holdout_split,
     load_digits_arrays,
     load_image_source,
+    load_train_test,
     subset,
 )
 
@@ -89,6 +90,27 @@ def test_data_dir_that_is_not_a_dataset_is_an_error(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither"):
         load_image_source(tmp_path / "empty")
+
+
+def test_a_cache_dir_that_is_a_file_is_named_before_decoding(tmp_path, monkeypatch) -> None:
+    _write_folder(tmp_path / "flat")
+    (tmp_path / "cache").write_text("not a folder")
+    decoded = []
+    monkeypatch.setattr("lightly_siamese_ext.data.arrays._decode_all", lambda *a: decoded.append(a))
+    with pytest.raises(NotADirectoryError, match="cache_dir .*cache is a file"):
+        load_image_source(tmp_path / "flat", cache_dir=tmp_path / "cache")
+    assert decoded == []  # refused before a whole dataset is decoded for nothing
+    assert load_image_source(None, cache_dir=tmp_path / "cache").embedded  # the digits need no cache
+
+
+def test_load_train_test_names_the_holdout_argument(tmp_path) -> None:
+    _write_folder(tmp_path / "flat")
+    with pytest.raises(ValueError, match="^holdout_per_class=3 would hold out whole classes"):
+        load_train_test(tmp_path / "flat", cache_dir=tmp_path / "cache", holdout_per_class=3)
+    with pytest.raises(ValueError, match="^embedded_holdout_per_class must be a positive int"):
+        load_train_test(None, embedded_holdout_per_class=0)
+    split = load_train_test(tmp_path / "flat", cache_dir=tmp_path / "cache", holdout_per_class=1)
+    assert split.train.labels.tolist() == [0, 0, 1, 1] and split.test.labels.tolist() == [0, 1]
 
 
 def test_subset_and_array_image_dataset() -> None:
