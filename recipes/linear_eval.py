@@ -47,8 +47,9 @@ from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import TrainTestSplit, load_train_test
 from lightly_siamese_ext.data.subsets import random_subset
 from lightly_siamese_ext.training import MetricsLog, load_checkpoint, pyplot_or_none, save_checkpoint
-from lightly_siamese_ext.training.cli import (add_data_arguments, checkpointable_args, create_with_backbone_kwargs,
-                                             embedded_data_notice, recipe_parser, run_cli)
+from lightly_siamese_ext.training.cli import (add_data_arguments, check_at_least, check_run_arguments,
+                                             checkpointable_args, create_with_backbone_kwargs, embedded_data_notice,
+                                             recipe_parser, run_cli)
 from lightly_siamese_ext.transforms import BatchedEvalTransform
 from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
 
@@ -165,22 +166,16 @@ def load_splits(args: argparse.Namespace) -> TrainTestSplit:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    for name in ("epochs", "batch_size", "input_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_at_least(args, 1, "epochs", "batch_size", "input_size")
+    check_at_least(args, 0, "num_workers")
     if not args.lr > 0 or args.weight_decay < 0:
         raise ValueError(f"--lr must be > 0 and --weight-decay >= 0, got {args.lr} and {args.weight_decay}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    if args.num_workers < 0:
-        raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
+    check_run_arguments(args)
     if args.out_dir.exists() and not args.out_dir.is_dir():
         raise NotADirectoryError(f"--out-dir {args.out_dir} is a file, not a folder")
     if not 0 < args.min_scale <= 1 or not 0 <= args.hf_prob <= 1:
         raise ValueError(f"--min-scale must be in (0, 1] and --hf-prob in [0, 1], got {args.min_scale}, "
                          f"{args.hf_prob}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available")
 
 
 # ------------------------------------------------------------------------------------------------- protocols

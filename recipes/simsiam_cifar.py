@@ -54,6 +54,7 @@ from lightly_siamese_ext.training import (
     simsiam_train_step,
 )
 from lightly_siamese_ext.training.cli import (MAY_CHANGE_ON_RESUME, add_data_arguments, add_run_arguments,
+                                             check_at_least, check_run_arguments, check_warmup_epochs,
                                              checkpointable_args, create_with_backbone_kwargs, embedded_data_notice,
                                              recipe_parser, run_cli)
 from lightly_siamese_ext.training.distributed import ranks_agree
@@ -162,11 +163,8 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
         raise ValueError(f"--batch-size must give >= 2 images per process (batch norm), got {per_rank}")
     if args.batch_size > n_train:
         raise ValueError(f"--batch-size {args.batch_size} is larger than the training set ({n_train} images)")
-    for name in ("epochs", "eval_every", "input_size", "proj_dim", "pred_hidden_dim", "proj_layers"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not 0 <= args.warmup_epochs <= args.epochs:
-        raise ValueError(f"--warmup-epochs must be in [0, --epochs={args.epochs}], got {args.warmup_epochs}")
+    check_at_least(args, 1, "epochs", "eval_every", "input_size", "proj_dim", "pred_hidden_dim", "proj_layers")
+    check_warmup_epochs(args)
     # torch.optim would name the scaled lr; the kNN would fail only after the first evaluation epoch.
     if not args.base_lr > 0 or args.momentum < 0 or args.weight_decay < 0:
         raise ValueError(f"--base-lr must be > 0, --momentum and --weight-decay >= 0, got {args.base_lr}, "
@@ -174,14 +172,8 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
     if args.knn_k < 1 or not args.knn_t > 0:
         raise ValueError(f"--knn-k must be >= 1 and --knn-t > 0, got {args.knn_k} and {args.knn_t}")
     args.knn_k = min(args.knn_k, n_train)  # the bank is the training set: what the kNN uses, and the report says
-    for name in ("linear_epochs", "num_workers"):
-        if (getattr(args, name) or 0) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("threads", "stop_after_epoch"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available")
+    check_at_least(args, 0, "linear_epochs", "num_workers")
+    check_run_arguments(args)
     if args.backbone_kwargs:
         build_model(args)  # a ValueError here, not a TypeError deep in the training processes
 

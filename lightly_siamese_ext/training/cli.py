@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, TextIO, TypeVar
 
+import torch
+
 __all__ = ["MAY_CHANGE_ON_RESUME", "USER_ERRORS", "DefaultsHelpFormatter", "add_data_arguments", "add_run_arguments",
-           "checkpointable_args", "create_with_backbone_kwargs", "embedded_data_notice", "parse_key_values",
-           "recipe_parser", "run_cli"]
+           "check_at_least", "check_run_arguments", "check_warmup_epochs", "checkpointable_args",
+           "create_with_backbone_kwargs", "embedded_data_notice", "parse_key_values", "recipe_parser", "run_cli"]
 
 Model = TypeVar("Model")
 
@@ -100,6 +102,28 @@ def add_run_arguments(parser: argparse.ArgumentParser, out_dir: str) -> "argpars
                        help="auto: bf16 autocast on CUDA, fp32 on CPU")
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return group
+
+
+def check_at_least(args: argparse.Namespace, minimum: int, *names: str) -> None:
+    """ValueError naming the first option of ``names`` (argparse dests) below ``minimum``; None (not given) passes."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
+
+
+def check_run_arguments(args: argparse.Namespace) -> None:
+    """ValueError for a bad ``--threads``, ``--stop-after-epoch`` (where the recipe has it) or ``--device cuda``
+    without CUDA: the run options of :func:`add_run_arguments`."""
+    check_at_least(args, 1, *(name for name in ("threads", "stop_after_epoch") if hasattr(args, name)))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available")
+
+
+def check_warmup_epochs(args: argparse.Namespace) -> None:
+    """ValueError unless ``0 <= --warmup-epochs <= --epochs``."""
+    if not 0 <= args.warmup_epochs <= args.epochs:
+        raise ValueError(f"--warmup-epochs must be in [0, --epochs={args.epochs}], got {args.warmup_epochs}")
 
 
 def checkpointable_args(args: argparse.Namespace) -> Dict[str, Any]:

@@ -32,6 +32,7 @@ from lightly_siamese_ext.models import SiameseNetwork
 from lightly_siamese_ext.optim import epoch_cosine_scheduler
 from lightly_siamese_ext.training.checkpoint import save_checkpoint
 from lightly_siamese_ext.training.cli import (MAY_CHANGE_ON_RESUME, add_data_arguments, add_run_arguments,
+                                             check_at_least, check_run_arguments, check_warmup_epochs,
                                              checkpointable_args, embedded_data_notice, run_cli)
 from lightly_siamese_ext.training.metrics_log import MetricsLog
 from lightly_siamese_ext.training.run_dir import prepare_run_dir
@@ -133,12 +134,9 @@ def check_common_arguments(args: argparse.Namespace, split: OpenSetSplit, batch_
     """ValueError naming the first bad common argument; ``batch_items``: training images one batch draws from,
     set by ``batch_arguments`` (named in the error)."""
     check_model_name(args.backbone, "--backbone")
-    for name in ("epochs", "batch_size", "input_size", "embedding_dim", "eval_every"):
-        if getattr(args, name, 1) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("hidden_dim", "threads", "stop_after_epoch"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_at_least(args, 1, *(name for name in ("epochs", "batch_size", "input_size", "embedding_dim", "eval_every",
+                                                 "hidden_dim") if hasattr(args, name)))
+    check_run_arguments(args)
     if args.eval_per_class < 2:  # else the evaluation fails after the first epoch of training
         raise ValueError(f"--eval-per-class must be >= 2 (the held-out metrics compare images of the same class), "
                          f"got {args.eval_per_class}")
@@ -151,10 +149,7 @@ def check_common_arguments(args: argparse.Namespace, split: OpenSetSplit, batch_
         raise ValueError(f"--min-scale must be in (0, 1], got {args.min_scale}")
     if not 0 <= args.hf_prob <= 1:
         raise ValueError(f"--hf-prob must be in [0, 1], got {args.hf_prob}")
-    if not 0 <= args.warmup_epochs <= args.epochs:
-        raise ValueError(f"--warmup-epochs must be in [0, --epochs={args.epochs}], got {args.warmup_epochs}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available")
+    check_warmup_epochs(args)
 
 
 def resolve_class_count(args: argparse.Namespace, name: str, available: int, default_cap: int, what: str) -> int:
