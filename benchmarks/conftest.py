@@ -109,6 +109,19 @@ def summary_lines() -> List[str]:
     return lines
 
 
+def _write_summary(config: pytest.Config, lines: List[str]) -> None:
+    path = config.getoption("--bench-summary")
+    if path:
+        with open(path, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    # After every test, not only at the end: a session killed at its time limit keeps the rows it finished.
+    if ROWS:
+        _write_summary(item.config, summary_lines())
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
     if not ROWS:
         return
@@ -116,7 +129,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
     terminalreporter.section("ours vs reference")
     for line in lines:
         terminalreporter.write_line(line)
-    path = config.getoption("--bench-summary")
-    if path:
-        with open(path, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
+    _write_summary(config, lines)
