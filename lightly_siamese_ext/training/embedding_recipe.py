@@ -33,7 +33,8 @@ from lightly_siamese_ext.optim import epoch_cosine_scheduler
 from lightly_siamese_ext.training.checkpoint import save_checkpoint
 from lightly_siamese_ext.training.cli import (MAY_CHANGE_ON_RESUME, add_data_arguments, add_run_arguments,
                                              check_at_least, check_run_arguments, check_warmup_epochs,
-                                             checkpointable_args, embedded_data_notice, run_cli)
+                                             checkpointable_args, create_with_backbone_kwargs, embedded_data_notice,
+                                             run_cli)
 from lightly_siamese_ext.training.metrics_log import MetricsLog
 from lightly_siamese_ext.training.run_dir import prepare_run_dir
 from lightly_siamese_ext.training.step import autocast_context
@@ -82,6 +83,8 @@ def add_common_arguments(
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", default="resnet18_cifar", help="any timm model name")
+    model.add_argument("--backbone-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="passed to timm.create_model, e.g. zero_init_last=False \"channels=(32,64,128,256)\"")
     model.add_argument("--embedding-dim", type=int, default=None,
                        help=f"default {full['embedding_dim']} (smoke: {smoke['embedding_dim']})")
     model.add_argument("--hidden-dim", type=int, default=None, help="hidden width of the embedding head "
@@ -240,8 +243,9 @@ class EmbeddingTrainer(ABC):
         """The encoder, seeded: the trained and the random-init encoders start from the same weights."""
         args = self.args
         torch.manual_seed(args.seed)
-        return SiameseNetwork(args.backbone, embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim,
-                              normalize=args.normalize, distance=args.distance)
+        return create_with_backbone_kwargs(SiameseNetwork, args.backbone, args.backbone_kwargs,
+                                           embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim,
+                                           normalize=args.normalize, distance=args.distance)
 
     def epoch_generator(self, epoch: int) -> torch.Generator:
         """Augmentation randomness of ``epoch`` (on the device)."""

@@ -122,6 +122,7 @@ def test_pair_batches_mix_same_and_different_pairs(siamese_recipe: ModuleType) -
         (["--threads", "-1"], "--threads must be >= 1, got -1"),
         (["--epochs", "2", "--stop-after-epoch", "0"], "--stop-after-epoch must be >= 1, got 0"),
         (["--eval-per-class", "1"], "--eval-per-class must be >= 2"),  # no same-class pair to verify
+        (["--backbone-kwargs", "nonsense=1"], "--backbone-kwargs nonsense=1 do not fit --backbone test_resnet"),
     ],
 )
 def test_bad_arguments_are_refused_before_training(siamese_recipe, args, message, tmp_path, capsys) -> None:
@@ -148,3 +149,12 @@ def test_resume_refuses_other_training_arguments(siamese_recipe, straight_run: P
     assert siamese_recipe.main([*common, "--margin", "0.5"]) == 2  # the loss would change mid-run
     assert "trained with --margin 1.0 (now 0.5)" in capsys.readouterr().err
     assert siamese_recipe.main([*common, "--trials", "100"]) == 0  # evaluation arguments may change
+
+
+def test_backbone_kwargs_reach_timm_and_the_checkpoint(siamese_recipe, tmp_path) -> None:
+    # test_resnet's last stage is 96 wide; the embedding head's first layer reads the backbone's width.
+    assert siamese_recipe.main([*TINY, "--epochs", "1", "--no-baselines", "--backbone-kwargs", "channels=(8,8,8,24)",
+                                 "--out-dir", str(tmp_path)]) == 0
+    payload = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert payload["model"]["embedding_head.layers.0.weight"].shape == (16, 24)
+    assert payload["extra"]["args"]["backbone_kwargs"] == ["channels=(8,8,8,24)"]

@@ -99,6 +99,7 @@ def test_retrieval_metrics_match_a_brute_force_recomputation(run_dir: Path) -> N
         (["--eval-per-class", "5"], "Recall@16 needs more than 16 held-out images"),
         (["--k", "100"], "--p x --k: a batch draws 400 images"),  # the recipe has no --batch-size
         (["--threads", "0"], "--threads must be >= 1, got 0"),
+        (["--backbone-kwargs", "nonsense=1"], "--backbone-kwargs nonsense=1 do not fit --backbone test_resnet"),
     ],
 )
 def test_bad_arguments_are_refused_before_training(triplet_recipe, args, message, tmp_path, capsys) -> None:
@@ -112,3 +113,12 @@ def test_missing_data_dir_ends_with_one_line_error(tmp_path) -> None:
                              str(tmp_path / "nowhere"), "--out-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
     assert "does not exist" in one_line_error(result)
+
+
+def test_backbone_kwargs_reach_timm_and_the_checkpoint(triplet_recipe, tmp_path) -> None:
+    # test_resnet's last stage is 96 wide; the embedding head's first layer reads the backbone's width.
+    assert triplet_recipe.main([*TINY, "--epochs", "1", "--no-baselines", "--backbone-kwargs", "channels=(8,8,8,24)",
+                                 "--out-dir", str(tmp_path)]) == 0
+    payload = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert payload["model"]["embedding_head.layers.0.weight"].shape == (16, 24)
+    assert payload["extra"]["args"]["backbone_kwargs"] == ["channels=(8,8,8,24)"]
