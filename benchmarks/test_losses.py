@@ -2,7 +2,8 @@
 
 Inputs: B embeddings of dimension 128, L2-normalised, 8 samples per class (labels shuffled). Each call clones
 the embeddings with ``requires_grad``, computes the loss and runs ``backward()``; rows record embeddings/s and
-peak memory. The PML configurations:
+peak memory. The PML configurations (all with ``LpDistance(normalize_embeddings=False)``: the inputs are normalised
+already, and ours does not normalise them again):
 
 - contrastive: ``ContrastiveLoss(pos_margin=0, neg_margin=1)`` over all pairs (PML's form is linear in d, ours is
   Hadsell's squared form: the same pairs and the same work, not the same formula);
@@ -50,14 +51,17 @@ def _ours(case: str) -> Callable:
 
 
 def _pml(case: str) -> Callable:
-    from pytorch_metric_learning import losses, miners
+    from pytorch_metric_learning import distances, losses, miners
 
+    # The inputs are L2-normalised already and ours does not normalise: PML's default distance would normalise them
+    # again (in the loss and in the miner), work that ours does not do.
+    distance = distances.LpDistance(normalize_embeddings=False)
     if case == "contrastive":
-        return losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0)
-    loss = losses.TripletMarginLoss(margin=0.2)
+        return losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0, distance=distance)
+    loss = losses.TripletMarginLoss(margin=0.2, distance=distance)
     miner = {
-        "triplet batch_hard": miners.BatchHardMiner(),
-        "triplet semi_hard": miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard"),
+        "triplet batch_hard": miners.BatchHardMiner(distance=distance),
+        "triplet semi_hard": miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard", distance=distance),
         "triplet batch_all": None,
     }[case]
     if miner is None:
