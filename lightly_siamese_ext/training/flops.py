@@ -10,15 +10,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["count_flops", "peak_flops_per_second", "model_flops_utilization"]
 
-# Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s, no sparsity).
-_PEAK_BF16 = {
-    "H200": 989.4e12,
-    "H100": 989.4e12,
-    "A100": 312e12,
-    "A6000": 154.8e12,
-    "L40S": 362e12,
-    "4090": 165.2e12,
-}
+# Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s, no sparsity), matched against
+# torch.cuda.get_device_name in this order: the PCIe / NVL parts share the SXM part's name prefix but not its clocks.
+_PEAK_BF16 = (
+    ("H200 NVL", 835e12),
+    ("H200", 989.4e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989.4e12),
+    ("A100", 312e12),
+    ("A6000", 154.8e12),
+    ("L40S", 362e12),
+    ("4090", 165.2e12),
+)
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -38,7 +42,7 @@ def peak_flops_per_second(device: torch.device) -> Optional[float]:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    for key, peak in _PEAK_BF16.items():
+    for key, peak in _PEAK_BF16:
         if key in name:
             return peak
     return None

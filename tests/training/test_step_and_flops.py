@@ -3,7 +3,8 @@ import torch
 import torch.nn as nn
 
 from lightly_siamese_ext import SimSiam, simsiam_loss
-from lightly_siamese_ext.training import count_flops, model_flops_utilization, simsiam_train_step
+from lightly_siamese_ext.training import (count_flops, model_flops_utilization, peak_flops_per_second,
+                                          simsiam_train_step)
 
 
 def _model() -> SimSiam:
@@ -48,3 +49,15 @@ def test_mfu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert model_flops_utilization(1e12, 1.0, torch.device("cpu")) is None
     monkeypatch.setenv("LSE_PEAK_FLOPS", "4e12")
     assert model_flops_utilization(1e12, 0.5, torch.device("cpu")) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H200", 989.4e12), ("NVIDIA H200 NVL", 835e12), ("NVIDIA H100 80GB HBM3", 989.4e12),
+    ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+    ("NVIDIA GeForce GTX 1080", None),
+])
+def test_peak_is_the_dense_bf16_rate_of_the_exact_part(monkeypatch: pytest.MonkeyPatch, name, peak) -> None:
+    # The PCIe / NVL parts start with the SXM part's name: a first match on "H100" would overstate their peak.
+    monkeypatch.delenv("LSE_PEAK_FLOPS", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert peak_flops_per_second(torch.device("cuda")) == peak
