@@ -1,9 +1,9 @@
-"""kNN evaluation (k=200, temperature 0.1): ``knn_predict_chunked`` vs lightly's ``knn_predict`` on identical,
-L2-normalised features.
+"""kNN evaluation (k=200, temperature 0.1): our ``knn_predict`` vs lightly's ``knn_predict`` on identical,
+L2-normalised features, both with lightly's arguments and its (D, N) bank.
 
 Two references: lightly's function in one call over all queries, and in chunks of 512 queries, which is how lightly's
 ``BenchmarkModule``/``KNNClassifier`` call it (once per validation batch). Lightly receives the bank as the (D, N)
-contiguous tensor it documents; ours receives the (N, D) bank and normalises both inputs itself (its default).
+contiguous tensor it documents, and so does ours (the same call, a drop-in).
 
 Full size (the issue's): bank 50,000 x 512, 10,000 queries, 10 classes; and 1,000 classes (2,000 queries) against
 the chunked reference, whose (512 * 200, C) one-hot grows with C. With ``--benchmark-disable`` (CI's smoke run) the
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from _bench import run_benchmark
 from lightly.utils.benchmarking import knn_predict
 
-from lightly_siamese_ext.evaluation import knn_predict_chunked
+from lightly_siamese_ext.evaluation import knn_predict as our_knn_predict
 
 AREA = "knn eval"
 DIM, K, TEMPERATURE, LIGHTLY_CHUNK = 512, 200, 0.1, 512
@@ -47,7 +47,7 @@ def _build(impl: str, reference: str, num_bank: int, num_query: int, num_classes
            ) -> Callable[[], torch.Tensor]:
     query, bank, bank_dn, labels = _inputs(num_bank, num_query, num_classes, device)
     if impl == "ours":
-        return lambda: knn_predict_chunked(query, bank, labels, num_classes, k=K, temperature=TEMPERATURE)
+        return lambda: our_knn_predict(query, bank_dn, labels, num_classes, knn_k=K, knn_t=TEMPERATURE)
     if reference == "one call":
         return lambda: knn_predict(query, bank_dn, labels, num_classes, knn_k=K, knn_t=TEMPERATURE)
     return lambda: torch.cat([

@@ -1,19 +1,223 @@
-"""Input checks shared by the models: fail at the door with the argument's name, the expected and the actual."""
+"""Every input check of the package, in one place: each fails at the door with the argument's name, what was
+expected and what was got.
+
+One behaviour per check, whoever calls it. A wrong Python or tensor type is a ``TypeError``; a right type with a
+wrong shape or value is a ``ValueError``. Numbers must be finite (a NaN or inf argument never trains silently).
+Python flags (``soft_margin``, ``gather_distributed``, ...) are not checked: any value is read as true or false.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+import difflib
+import math
+from numbers import Integral, Real
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import timm
 import torch
-import torch.nn as nn
 from torch import Tensor
+
+__all__ = [
+    "check_binary_targets",
+    "check_choice",
+    "check_distance_matrix",
+    "check_embeddings",
+    "check_float",
+    "check_image_batch",
+    "check_int",
+    "check_ks",
+    "check_labels",
+    "check_model_name",
+    "check_non_empty",
+    "check_normalize",
+    "check_per_sample",
+    "check_positive_int",
+    "check_probability",
+    "check_range",
+    "check_rgb_images",
+    "check_same_batch_size",
+    "check_same_dim",
+    "check_same_shape",
+    "check_vector",
+    "topk_within",
+]
+
+
+# ------------------------------------------------------------------------------------------------ numbers
+def check_int(value: object, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    """``value`` as an int in ``[minimum, maximum]`` (either bound optional). bool is not an int here."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        kind = {0: "a non-negative int", 1: "a positive int"}.get(minimum) if maximum is None else None  # type: ignore
+        kind = kind or f"an int {_bounds_text(minimum, maximum, False, False)}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def check_positive_int(value: object, name: str) -> int:
+    return check_int(value, name, minimum=1)
+
+
+def check_float(
+    value: object,
+    name: str,
+    minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
+    *,
+    exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
+) -> float:
+    """``value`` as a finite float within the bounds (inclusive unless ``exclusive_*``). NaN and inf are refused."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    number = float(value)
+    too_low = minimum is not None and (number <= minimum if exclusive_minimum else number < minimum)
+    too_high = maximum is not None and (number >= maximum if exclusive_maximum else number > maximum)
+    if not math.isfinite(number) or too_low or too_high:
+        bounds = _bounds_text(minimum, maximum, exclusive_minimum, exclusive_maximum)
+        raise ValueError(f"{name} must be a finite number {bounds}".rstrip() + f", got {value!r}")
+    return number
+
+
+def check_probability(value: object, name: str) -> float:
+    return check_float(value, name, 0.0, 1.0)
+
+
+def check_range(value: object, name: str, low: float = -math.inf, high: float = math.inf) -> Tuple[float, float]:
+    """A finite ``(min, max)`` pair with ``low <= min <= max <= high``."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a (min, max) pair, got {value!r}")
+    first, second = (check_float(v, f"{name}[{i}]", low, high) for i, v in enumerate(value))
+    if first > second:
+        raise ValueError(f"{name} must be a (min, max) pair with min <= max, got {value!r}")
+    return first, second
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def _bounds_text(minimum: Optional[float], maximum: Optional[float], open_low: bool, open_high: bool) -> str:
+    if minimum is not None and maximum is not None:
+        return f"in {'(' if open_low else '['}{minimum:g}, {maximum:g}{')' if open_high else ']'}"
+    if minimum is not None:
+        return f"{'>' if open_low else '>='} {minimum:g}"
+    if maximum is not None:
+        return f"{'<' if open_high else '<='} {maximum:g}"
+    return ""
+
+
+# ------------------------------------------------------------------------------------------------ tensors
+def _check_tensor(x: object, name: str, shape: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(x).__name__}")
+    return x
+
+
+def check_embeddings(x: object, name: str) -> Tensor:
+    """A floating (B, D) tensor (B may be 0: see :func:`check_non_empty`)."""
+    x = _check_tensor(x, name, "(B, D)")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (B, D), got a {x.ndim}-D tensor of shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def check_vector(x: object, name: str, length: Optional[int] = None, length_of: str = "") -> Tensor:
+    """A floating (P,) tensor, with ``length`` entries (one per ``length_of``) when given."""
+    x = _check_tensor(x, name, "(P,)")
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be 1-D of shape (P,), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    _check_length(x, name, length, length_of)
+    return x
+
+
+def check_non_empty(x: Tensor, name: str) -> Tensor:
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    return x
+
+
+def check_labels(
+    labels: object,
+    name: str = "labels",
+    length: Optional[int] = None,
+    length_of: str = "embedding",
+    device: Optional[torch.device] = None,
+) -> Tensor:
+    """Integer (or bool) class labels (B,) as int64; ``length`` entries (one per ``length_of``, e.g. "row of
+    query") and on ``device`` when those are given."""
+    labels = _check_tensor(labels, name, "(B,)")
+    if labels.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-D tensor of shape (B,), got a {labels.ndim}-D tensor of shape {tuple(labels.shape)}"
+        )
+    if labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"{name} must hold integer class ids, got dtype {labels.dtype}")
+    _check_length(labels, name, length, length_of)
+    if device is not None and labels.device != device:
+        raise ValueError(f"{name} must be on the device of what it labels ({device}), got {labels.device}")
+    return labels.long()
+
+
+def _check_length(x: Tensor, name: str, length: Optional[int], length_of: str) -> None:
+    if length is not None and x.shape[0] != length:
+        raise ValueError(f"{name} must have one entry per {length_of} ({length}), got {x.shape[0]}")
+
+
+def check_binary_targets(y: object, batch_size: int, device: Optional[torch.device], name: str = "y") -> Tensor:
+    """A (B,) tensor of 0/1 (bool, integer or floating), on ``device`` when given, returned as a bool mask.
+
+    Reading the values is one host sync on CUDA: wrong targets must not train silently."""
+    y = _check_tensor(y, name, "(B,)")
+    if y.ndim != 1 or y.shape[0] != batch_size:
+        raise ValueError(f"{name} must have shape ({batch_size},), got shape {tuple(y.shape)}")
+    if device is not None and y.device != device:
+        raise ValueError(f"{name} must be on the embeddings' device {device}, got {y.device}")
+    if y.dtype == torch.bool:
+        return y
+    if bool(((y != 0) & (y != 1)).any()):
+        raise ValueError(f"{name} must hold 1 (similar pair) or 0 (dissimilar pair), got values {y.unique()}")
+    return y == 1
+
+
+def check_same_shape(tensors: Sequence[Tensor], names: Sequence[str]) -> None:
+    shapes = [tuple(t.shape) for t in tensors]
+    if any(shape != shapes[0] for shape in shapes):
+        got = ", ".join(f"{name}: {shape}" for name, shape in zip(names, shapes))
+        raise ValueError(f"{', '.join(names)} must have the same shape (B, D), got {got}")
+
+
+def check_same_dim(a: Tensor, b: Tensor, names: str) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{names} must have the same feature dimension, got {a.shape[1]} and {b.shape[1]}")
+
+
+def check_same_batch_size(x0: Tensor, x1: Tensor, names: str = "x0, x1") -> None:
+    if x0.shape[0] != x1.shape[0]:
+        raise ValueError(f"{names} must have the same batch size, got {x0.shape[0]} and {x1.shape[0]}")
+
+
+def check_distance_matrix(distances: object, labels: object) -> Tensor:
+    """A floating square (B, B) matrix and its (B,) labels; returns the labels as int64."""
+    distances = _check_tensor(distances, "distances", "(B, B)")
+    if distances.ndim != 2 or distances.shape[0] != distances.shape[1]:
+        raise ValueError(f"distances must be a square (B, B) matrix, got shape {tuple(distances.shape)}")
+    if not distances.is_floating_point():
+        raise TypeError(f"distances must be a floating-point tensor, got dtype {distances.dtype}")
+    return check_labels(labels, length=distances.shape[0], length_of="row of distances", device=distances.device)
 
 
 def check_image_batch(x: object, name: str, in_chans: Optional[int] = None, allow_uint8: bool = False) -> Tensor:
-    """Checks that ``x`` is a (B, C, H, W) image batch, floating (or uint8 with ``allow_uint8``), with
-    ``in_chans`` channels when given."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    """A (B, C, H, W) image batch, floating (or uint8 with ``allow_uint8``), with ``in_chans`` channels when
+    given."""
+    x = _check_tensor(x, name, "(B, C, H, W)")
     if x.ndim != 4:
         raise ValueError(
             f"{name} must be a 4-D image batch of shape (B, C, H, W), got a {x.ndim}-D tensor of shape "
@@ -33,25 +237,60 @@ def check_image_batch(x: object, name: str, in_chans: Optional[int] = None, allo
     return x
 
 
-def check_same_batch_size(x0: Tensor, x1: Tensor, names: str = "x0, x1") -> None:
-    if x0.shape[0] != x1.shape[0]:
-        raise ValueError(f"{names} must have the same batch size, got {x0.shape[0]} and {x1.shape[0]}")
+def check_rgb_images(images: object, name: str = "images") -> Tensor:
+    """What the batched transforms take: a (B, 3, H, W) batch, uint8 (0..255) or floating (0..1)."""
+    return check_image_batch(images, name, in_chans=3, allow_uint8=True)
 
 
-def infer_in_chans(module: nn.Module) -> Optional[int]:
-    """Input channels of a backbone: timm's ``in_chans`` attribute, else the first Conv2d's ``in_channels``."""
-    in_chans = getattr(module, "in_chans", None)
-    if isinstance(in_chans, int):
-        return in_chans
-    for child in module.modules():
-        if isinstance(child, nn.Conv2d):
-            return child.in_channels
-    return None
-
-
-def check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def check_per_sample(value: object, name: str, batch_size: int, trailing: Tuple[int, ...] = ()) -> Tensor:
+    """A tensor of shape (B, *trailing): one parameter per sample of a batch."""
+    if not isinstance(value, Tensor) or tuple(value.shape) != (batch_size, *trailing):
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"{name} must be a tensor of shape {(batch_size, *trailing)} (one per sample), got {got}")
     return value
 
 
+# --------------------------------------------------------------------------------------- everything else
+def check_ks(ks: object, name: str, upper: Optional[int] = None, upper_means: str = "") -> Tuple[int, ...]:
+    """A non-empty sequence of ints in [1, upper]."""
+    if not isinstance(ks, Sequence) or isinstance(ks, str) or len(ks) == 0:
+        raise TypeError(f"{name} must be a non-empty sequence of positive ints, got {ks!r}")
+    for k in ks:
+        check_positive_int(k, f"every entry of {name}")
+        if upper is not None and k > upper:
+            raise ValueError(f"{name} entries must be at most {upper} ({upper_means}), got {k}")
+    return tuple(int(k) for k in ks)
+
+
+def topk_within(topk: object, num_classes: int) -> Tuple[int, ...]:
+    """The entries of ``topk`` that make sense for ``num_classes`` classes (no top-5 among 3 classes)."""
+    check_positive_int(num_classes, "num_classes")
+    ks = check_ks(topk, "topk")
+    kept = tuple(k for k in ks if k <= num_classes)
+    if not kept:
+        raise ValueError(f"topk must contain a value <= num_classes ({num_classes}), got {ks}")
+    return kept
+
+
+def check_normalize(normalize: object) -> Optional[Dict[str, List[float]]]:
+    """None, or lightly's ``IMAGENET_NORMALIZE`` layout: {"mean": 3 finite values, "std": 3 positive values}."""
+    if normalize is None:
+        return None
+    if not isinstance(normalize, Mapping) or not {"mean", "std"} <= set(normalize):
+        raise ValueError(f"normalize must be None or a dict with 'mean' and 'std', got {normalize!r}")
+    checked = {}
+    for key, minimum in (("mean", None), ("std", 0.0)):
+        values = normalize[key]
+        if not isinstance(values, Sequence) or len(values) != 3:
+            raise ValueError(f"normalize['{key}'] must have 3 values (RGB), got {values!r}")
+        checked[key] = [check_float(v, f"normalize['{key}']", minimum, exclusive_minimum=True) for v in values]
+    return checked
+
+
+def check_model_name(name: object, argument: str = "name_or_module") -> str:
+    """``name`` if timm knows it, else ``ValueError`` naming ``argument`` and listing close matches."""
+    if not isinstance(name, str) or not timm.is_model(name):
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        raise ValueError(f"{argument}: unknown timm model {name!r}{hint}")
+    return name

@@ -1,50 +1,42 @@
-"""Learning-rate schedule that honours SimSiam's fixed-learning-rate parameter groups."""
+"""SimSiam's learning-rate schedule: a per-epoch cosine that leaves fixed-learning-rate parameter groups alone."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Callable, List
 
 import torch
-from lightly.utils.scheduler import CosineWarmupScheduler as _LightlyCosineWarmupScheduler
+from torch.optim.lr_scheduler import LambdaLR
 
-from lightly_siamese_ext._validation import check_positive_int
+from lightly_siamese_ext._validation import check_float, check_int, check_positive_int
 
-__all__ = ["CosineWarmupScheduler", "epoch_cosine_scheduler"]
-
-
-def _constant(epoch: int) -> float:
-    return 1.0
-
-
-class CosineWarmupScheduler(_LightlyCosineWarmupScheduler):
-    """lightly's ``CosineWarmupScheduler`` (same arguments), except that parameter groups with ``fix_lr=True``
-    keep their initial learning rate, as SimSiam's predictor does with ``--fix-pred-lr`` (paper, Sec. 4.4).
-
-    Use it with :meth:`lightly_siamese_ext.SimSiam.parameter_groups`. Without such groups it is lightly's scheduler.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
-        super().__init__(optimizer, *args, **kwargs)
-        self.lr_lambdas = [
-            _constant if group.get("fix_lr", False) else self.scale_lr for group in optimizer.param_groups
-        ]
-        # LambdaLR already applied the cosine factor to every group at construction: redo it per group.
-        for group, base_lr, lr_lambda in zip(optimizer.param_groups, self.base_lrs, self.lr_lambdas):
-            group["lr"] = base_lr * lr_lambda(self.last_epoch)
-        self._last_lr = [group["lr"] for group in optimizer.param_groups]
+__all__ = ["epoch_cosine_scheduler"]
 
 
 def epoch_cosine_scheduler(
     optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int = 0, end_value: float = 0.0
-) -> CosineWarmupScheduler:
-    """A :class:`CosineWarmupScheduler` stepped once per epoch in which epoch ``e`` of ``epochs`` trains at
-    ``lr * 0.5 * (1 + cos(pi * e / epochs))`` after warm-up: SimSiam's (and MoCo's) ``adjust_learning_rate``.
+) -> LambdaLR:
+    """A ``LambdaLR`` stepped once per epoch, with one lambda per parameter group (torch's own mechanism): epoch
+    ``e`` trains at ``lr * (end + (1 - end) * 0.5 * (1 + cos(pi * (e - w) / (epochs - w))))`` after a linear warm-up
+    over the first ``w = warmup_epochs`` epochs (``lr * (e + 1) / w``), and groups with ``fix_lr=True`` keep their
+    learning rate.
 
-    lightly's schedule reaches ``end_value`` at step ``max_epochs - 1``; with ``max_epochs=epochs`` the last epoch
-    would train at ``end_value`` (0: an epoch of compute that changes nothing, 10 % of a 10-epoch run). Here the
-    schedule runs over ``epochs + 1`` steps, so every trained epoch has a learning rate above ``end_value``.
+    With ``w = 0`` and ``end = 0`` this is the official SimSiam (and MoCo) ``adjust_learning_rate``, including its
+    predictor rule (``--fix-pred-lr``, paper Sec. 4.4: :meth:`lightly_siamese_ext.SimSiam.parameter_groups`). Every
+    trained epoch has a rate above ``end_value``; lightly's ``CosineWarmupScheduler(max_epochs=epochs)`` reaches it
+    at the last epoch, which then trains at 0 (a wasted epoch, 10 % of a 10-epoch run).
     """
     check_positive_int(epochs, "epochs")
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or not 0 <= warmup_epochs <= epochs:
-        raise ValueError(f"warmup_epochs must be an int in [0, epochs], got {warmup_epochs!r} (epochs={epochs})")
-    return CosineWarmupScheduler(optimizer, warmup_epochs=warmup_epochs, max_epochs=epochs + 1, end_value=end_value)
+    warmup_epochs = check_int(warmup_epochs, "warmup_epochs", 0, epochs)
+    end_value = check_float(end_value, "end_value", 0.0, 1.0)
+
+    def cosine(epoch: int) -> float:
+        if epoch < warmup_epochs:
+            return (epoch + 1) / warmup_epochs
+        progress = (epoch - warmup_epochs) / max(epochs - warmup_epochs, 1)
+        return end_value + (1.0 - end_value) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    lambdas: List[Callable[[int], float]] = [
+        (lambda epoch: 1.0) if group.get("fix_lr", False) else cosine for group in optimizer.param_groups
+    ]
+    return LambdaLR(optimizer, lr_lambda=lambdas)

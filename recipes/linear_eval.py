@@ -42,16 +42,11 @@ from lightly.utils.benchmarking import LinearClassifier
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
+import _cli
 import lightly_siamese_ext as lse
-from lightly_siamese_ext.backbones import check_model_name
-from lightly_siamese_ext.data import TrainTestSplit, load_train_test
-from lightly_siamese_ext.data.subsets import random_subset
+from lightly_siamese_ext._validation import check_model_name
+from lightly_siamese_ext.data import TrainTestSplit, random_subset
 from lightly_siamese_ext.training import MetricsLog, load_checkpoint, pyplot_or_none, save_checkpoint
-from lightly_siamese_ext.training.cli import (add_data_arguments, check_at_least, check_run_arguments,
-                                             checkpointable_args, create_with_backbone_kwargs, embedded_data_notice,
-                                             recipe_parser, run_cli)
-from lightly_siamese_ext.transforms import BatchedEvalTransform
-from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
 
 # simsiam_cifar.py's defaults for what a checkpoint may not say: the digits are loaded at its smoke input size (16),
 # and a run without a checkpoint uses its input sizes and held-out split.
@@ -63,18 +58,17 @@ TOPK = (1, 5)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = recipe_parser(__doc__)
+    parser = _cli.recipe_parser(__doc__)
     encoder = parser.add_argument_group("encoder")
     encoder.add_argument("--checkpoint", type=Path, default=None, help="last.pt of a simsiam_cifar.py run")
     encoder.add_argument("--allow-random-init", action="store_true",
                          help="without --checkpoint: evaluate the encoder at random initialisation (a baseline)")
-    encoder.add_argument("--backbone", default="resnet18_cifar",
-                         help="backbone of the random-init encoder (a checkpoint names its own)")
-    encoder.add_argument("--backbone-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
-                         help="with --allow-random-init: passed to timm.create_model, as in simsiam_cifar.py (a "
-                              "checkpoint brings its own)")
+    _cli.add_backbone_arguments(encoder, backbone_help="backbone of the random-init encoder (a checkpoint names its "
+                                                       "own)",
+                                kwargs_help="with --allow-random-init: passed to timm.create_model, as in "
+                                            "simsiam_cifar.py (a checkpoint brings its own)")
 
-    data = add_data_arguments(parser, inherited_from="the checkpoint's")
+    data = _cli.add_data_arguments(parser, inherited_from="the checkpoint's")
     data.add_argument("--holdout-per-class", type=int, default=None,
                       help="images per class held out when the data has no test split (no checkpoint: 500)")
     data.add_argument("--subset", type=int, default=None, help="train on N training images drawn at random (seeded)")
@@ -119,7 +113,7 @@ def load_encoder(args: argparse.Namespace) -> Tuple[lse.SimSiam, Dict[str, Any]]
                              "evaluate a random-init encoder as a baseline")
         check_model_name(args.backbone, "--backbone")
         torch.manual_seed(0 if args.seed is None else args.seed)  # simsiam_cifar.py's random-init baseline
-        model = create_with_backbone_kwargs(lse.SimSiam, args.backbone, args.backbone_kwargs)
+        model = _cli.create_with_backbone_kwargs(lse.SimSiam, args.backbone, args.backbone_kwargs)
         return model, {"encoder": f"{args.backbone} at RANDOM INITIALISATION (a baseline)", "checkpoint": None,
                        "pretrain_epochs": 0}
     if args.allow_random_init:
@@ -137,9 +131,9 @@ def load_encoder(args: argparse.Namespace) -> Tuple[lse.SimSiam, Dict[str, Any]]
     trained = payload.get("extra", {}).get("args") if isinstance(payload, dict) else None
     if not isinstance(trained, dict) or "proj_dim" not in trained:
         raise ValueError(f"--checkpoint {args.checkpoint} was not written by simsiam_cifar.py (no training arguments)")
-    model = create_with_backbone_kwargs(lse.SimSiam, trained["backbone"], trained.get("backbone_kwargs", []),
-                                        proj_layers=trained["proj_layers"], proj_dim=trained["proj_dim"],
-                                        pred_hidden_dim=trained["pred_hidden_dim"])
+    model = _cli.create_with_backbone_kwargs(lse.SimSiam, trained["backbone"], _trained_backbone_kwargs(trained),
+                                             proj_layers=trained["proj_layers"], proj_dim=trained["proj_dim"],
+                                             pred_hidden_dim=trained["pred_hidden_dim"])
     load_checkpoint(args.checkpoint, model=model, restore_rng=False)
     for name in DATA_ARGUMENTS:
         if getattr(args, name) is None and trained.get(name) is not None:
@@ -150,12 +144,21 @@ def load_encoder(args: argparse.Namespace) -> Tuple[lse.SimSiam, Dict[str, Any]]
                    "checkpoint": str(args.checkpoint), "pretrain_epochs": payload["epoch"]}
 
 
+def _trained_backbone_kwargs(trained: Dict[str, Any]) -> Dict[str, Any]:
+    """The checkpoint's ``--backbone-kwargs``: a dict, or the KEY=VALUE list of checkpoints written before
+    the recipes parsed it with timm's ``ParseKwargs``."""
+    kwargs = trained.get("backbone_kwargs") or {}
+    if isinstance(kwargs, list):
+        kwargs = build_parser().parse_args(["--backbone-kwargs", *kwargs]).backbone_kwargs
+    return kwargs
+
+
 # ------------------------------------------------------------------------------------------------------ data
 def load_splits(args: argparse.Namespace) -> TrainTestSplit:
     """simsiam_cifar.py's split for the same arguments: its held-out split, its seeded training subset."""
     args.seed = 0 if args.seed is None else args.seed
     args.holdout_per_class = 500 if args.holdout_per_class is None else args.holdout_per_class
-    splits = load_train_test(args.data_dir, download=bool(args.download), cache_dir=args.cache_dir,
+    splits = lse.load_train_test(args.data_dir, download=bool(args.download), cache_dir=args.cache_dir,
                              holdout_per_class=args.holdout_per_class, embedded_size=EMBEDDED_SIZE)
     if args.subset is not None:
         splits = TrainTestSplit(random_subset(splits.train, args.subset, args.seed, name="--subset"), splits.test,
@@ -166,11 +169,11 @@ def load_splits(args: argparse.Namespace) -> TrainTestSplit:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    check_at_least(args, 1, "epochs", "batch_size", "input_size")
-    check_at_least(args, 0, "num_workers")
+    _cli.check_at_least(args, 1, "epochs", "batch_size", "input_size")
+    _cli.check_at_least(args, 0, "num_workers")
     if not args.lr > 0 or args.weight_decay < 0:
         raise ValueError(f"--lr must be > 0 and --weight-decay >= 0, got {args.lr} and {args.weight_decay}")
-    check_run_arguments(args)
+    _cli.check_run_arguments(args)
     if args.out_dir.exists() and not args.out_dir.is_dir():
         raise NotADirectoryError(f"--out-dir {args.out_dir} is a file, not a folder")
     if not 0 < args.min_scale <= 1 or not 0 <= args.hf_prob <= 1:
@@ -182,7 +185,7 @@ def check_args(args: argparse.Namespace) -> None:
 def features_protocol(model: lse.SimSiam, splits: TrainTestSplit, device: torch.device,
                       args: argparse.Namespace) -> Tuple[nn.Module, Dict[str, float]]:
     """linear_probe on frozen features: what simsiam_cifar.py runs at its end."""
-    preprocess = BatchedEvalTransform(args.input_size, NORMALIZE)
+    preprocess = lse.BatchedEvalTransform(args.input_size, NORMALIZE)
     train = lse.extract_features(model.embed, splits.train.images, device=device, preprocess=preprocess)[0]
     test = lse.extract_features(model.embed, splits.test.images, device=device, preprocess=preprocess)[0]
     probe = lse.linear_probe(train, splits.train.labels.to(device), test, splits.test.labels.to(device),
@@ -193,7 +196,7 @@ def features_protocol(model: lse.SimSiam, splits: TrainTestSplit, device: torch.
     metrics.append({"epoch": args.epochs, "train_loss": probe["train_loss"],
                     **{f"top{k}": probe[f"top{k}"] for k in TOPK if f"top{k}" in probe}})
     save_checkpoint(args.out_dir / "last.pt", model=probe["classifier"], epoch=args.epochs,
-                    extra={"args": checkpointable_args(args), "protocol": "features"})
+                    extra={"args": _cli.checkpointable_args(args), "protocol": "features"})
     return probe["classifier"], {key: value for key, value in probe.items() if isinstance(value, float)}
 
 
@@ -235,9 +238,9 @@ class AugmentedLinearClassifier(LinearClassifier):
                  topk: Tuple[int, ...], input_size: int, min_scale: float, hf_prob: float, seed: int) -> None:
         super().__init__(model, batch_size_per_device=batch_size_per_device, lr=lr, feature_dim=feature_dim,
                          num_classes=num_classes, topk=topk)
-        self.augment = BatchedCropFlipTransform(input_size, min_scale, hf_prob=hf_prob, normalize=NORMALIZE,
-                                                seed=seed)
-        self.preprocess = BatchedEvalTransform(input_size, NORMALIZE)
+        self.augment = lse.BatchedCropFlipTransform(input_size, min_scale, hf_prob=hf_prob, normalize=NORMALIZE,
+                                                    seed=seed)
+        self.preprocess = lse.BatchedEvalTransform(input_size, NORMALIZE)
 
     def on_after_batch_transfer(self, batch: Tuple[Tensor, Tensor], dataloader_idx: int) -> Tuple[Tensor, Tensor]:
         images, labels = batch
@@ -274,7 +277,7 @@ class EpochRecorder(pl.Callback):
                           title="lightly LinearClassifier")
         save_checkpoint(self.args.out_dir / "last.pt", model=module.classification_head,
                         epoch=trainer.current_epoch + 1,
-                        extra={"args": checkpointable_args(self.args), "protocol": "lightly"})
+                        extra={"args": _cli.checkpointable_args(self.args), "protocol": "lightly"})
 
 
 def _loader(images: Tensor, labels: Tensor, args: argparse.Namespace, shuffle: bool) -> Any:
@@ -291,7 +294,7 @@ def _loader(images: Tensor, labels: Tensor, args: argparse.Namespace, shuffle: b
 def per_class_accuracy(encoder: Callable[[Tensor], Tensor], classifier: nn.Module, splits: TrainTestSplit,
                        device: torch.device, args: argparse.Namespace) -> List[float]:
     """Top-1 accuracy of every class of the held-out split."""
-    preprocess = BatchedEvalTransform(args.input_size, NORMALIZE)
+    preprocess = lse.BatchedEvalTransform(args.input_size, NORMALIZE)
     features = lse.extract_features(encoder, splits.test.images, device=device, preprocess=preprocess)[0]
     predicted = classifier.to(device).eval()(features).argmax(dim=1).cpu()
     labels = splits.test.labels.cpu()
@@ -316,24 +319,24 @@ def plot_per_class(accuracy: List[float], classes: List[str], path: Path, title:
 
 
 def _report(summary: Dict[str, Any], args: argparse.Namespace) -> None:
-    print("\n" + "=" * 78)
     protocol = ("frozen precomputed features + linear_probe" if args.protocol == "features"
                 else "lightly LinearClassifier on augmented images (Lightning)")
-    print(f"Linear evaluation, {protocol}, {args.epochs} epochs, batch {args.batch_size}")
-    print(f"encoder: {summary['encoder']}")
-    print(f"data: {summary['data']} ({summary['train_images']} training / {summary['eval_images']} evaluation images)")
     accuracy = "   ".join(f"top-{k} {summary['linear'][f'top{k}']:.4f}" for k in TOPK if f"top{k}" in summary["linear"])
-    print(f"held-out accuracy: {accuracy}   (chance {1 / len(summary['per_class_top1']):.3f})")
-    print("per class top-1: " + ", ".join(f"{name} {value:.2f}" for name, value in summary["per_class_top1"].items()))
+    lines = [f"encoder: {summary['encoder']}",
+             f"data: {summary['data']} ({summary['train_images']} training / {summary['eval_images']} evaluation "
+             "images)",
+             f"held-out accuracy: {accuracy}   (chance {1 / len(summary['per_class_top1']):.3f})",
+             "per class top-1: " + ", ".join(f"{name} {value:.2f}" for name, value in summary["per_class_top1"].items())]
     if summary["checkpoint"] is None:
-        print("NOTE: the encoder was NOT trained (--allow-random-init): this is a baseline for a trained checkpoint.")
+        lines.append("NOTE: the encoder was NOT trained (--allow-random-init): this is a baseline for a trained "
+                     "checkpoint.")
     if summary["embedded_smoke_run"]:
-        print("NOTE: the embedded digits are easy for any encoder, even at random initialisation: this shows the "
-              "pipeline works, not that the encoder learned good features.")
+        lines.append("NOTE: the embedded digits are easy for any encoder, even at random initialisation: this shows "
+                     "the pipeline works, not that the encoder learned good features.")
     files = ["metrics.csv", "per_class.png", *(["metrics.png"] if args.protocol == "lightly" else []), "last.pt",
              "summary.json"]
-    print("files: " + ", ".join(str(args.out_dir / name) for name in files))
-    print("=" * 78)
+    lines.append("files: " + ", ".join(str(args.out_dir / name) for name in files))
+    _cli.print_report(f"Linear evaluation, {protocol}, {args.epochs} epochs, batch {args.batch_size}", lines)
 
 
 # ------------------------------------------------------------------------------------------------------- main
@@ -341,7 +344,7 @@ def evaluate(args: argparse.Namespace) -> None:
     model, about = load_encoder(args)
     splits = load_splits(args)
     if splits.embedded:
-        print(embedded_data_notice(f"a SMOKE RUN of the evaluation ({args.input_size}px)"), flush=True)
+        print(_cli.embedded_data_notice(f"a SMOKE RUN of the evaluation ({args.input_size}px)"), flush=True)
     check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -375,8 +378,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    return run_cli(lambda: evaluate(args))
+    return _cli.run_cli(lambda: evaluate(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -24,26 +24,33 @@ summary.json.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+import time
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+import _cli
+import _common
+import _open_set
+import _run_dir
 import lightly_siamese_ext as lse
-from lightly_siamese_ext.data.class_split import OpenSetSplit
-from lightly_siamese_ext.training import embedding_recipe as recipe
-from lightly_siamese_ext.training.cli import recipe_parser
+from lightly_siamese_ext.data import OpenSetSplit
+from lightly_siamese_ext.distances import paired_distances, pairwise_distances
+from lightly_siamese_ext.training import MetricsLog, autocast_context, save_checkpoint
 
 # CIFAR-10 setting, and the smoke configuration used on the embedded digits (16px, as simsiam_cifar.py's).
 FULL = dict(epochs=30, batch_size=128, input_size=32, embedding_dim=128)
 SMOKE = dict(epochs=4, batch_size=32, input_size=16, embedding_dim=64)
+TITLE = "Siamese network + contrastive loss"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = recipe_parser(__doc__)
-    recipe.add_common_arguments(parser, FULL, SMOKE, out_dir="runs/siamese_pairs", batch_unit="pairs", normalize=True)
+    parser = _cli.recipe_parser(__doc__)
+    _open_set.add_arguments(parser, FULL, SMOKE, out_dir="runs/siamese_pairs", batch_unit="pairs", normalize=True)
     loss = parser.add_argument_group("contrastive loss")
     loss.add_argument("--margin", type=float, default=1.0,
                       help="different-class pairs closer than this are pushed apart")
@@ -60,12 +67,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace, split: OpenSetSplit) -> None:
-    recipe.check_common_arguments(args, split, batch_items=args.batch_size)
+    _open_set.check_arguments(args, split, batch_items=args.batch_size)
     if not 0.0 <= args.positive_fraction <= 1.0:
         raise ValueError(f"--positive-fraction must be in [0, 1], got {args.positive_fraction}")
     if args.margin < 0:
         raise ValueError(f"--margin must be >= 0, got {args.margin}")
-    recipe.resolve_class_count(args, "n_way", len(split.test_classes), 20, "the held-out classes")
+    _open_set.resolve_class_count(args, "n_way", len(split.test_classes), 20, "the held-out classes")
     if args.trials < 1:
         raise ValueError(f"--trials must be >= 1, got {args.trials}")
 
@@ -90,65 +97,121 @@ def pair_batches(labels: Tensor, batch_size: int, positive_fraction: float, seed
         yield first, partner[first], same[first]
 
 
-class PairTrainer(recipe.EmbeddingTrainer):
-    """Contrastive training on batches of pairs; pair verification and one-shot classification on held-out classes."""
+def held_out_metrics(args: argparse.Namespace) -> _open_set.Metrics:
+    """ROC-AUC of telling same-class from different-class pairs by distance, over every pair of held-out images;
+    N-way one-shot accuracy (Koch et al.)."""
 
-    train_columns = ("loss", "same_distance", "different_distance")
-    metric_names = ("auc", "one_shot")
-    headline_metric = "auc"
-    title = "Siamese network + contrastive loss"
-
-    def __init__(self, args: argparse.Namespace, split: OpenSetSplit) -> None:
-        super().__init__(args, split)
-        self.criterion = lse.ContrastiveLoss(margin=args.margin, distance=args.distance)
-
-    def steps_per_epoch(self) -> int:
-        return len(self.train_labels) // self.args.batch_size
-
-    def images_per_step(self) -> int:
-        return 2 * self.args.batch_size
-
-    def train_epoch(self, epoch: int) -> Dict[str, float]:
-        # Running sums: loss, same-pair distances and count, different-pair distances and count (no host sync).
-        totals = torch.zeros(5, device=self.device)
-        args, generator = self.args, self.epoch_generator(epoch)
-        batches = pair_batches(self.train_labels.cpu(), args.batch_size, args.positive_fraction, args.seed, epoch,
-                               generator)
-        for first, second, same in batches:
-            x0 = self.augment(self.images[first], generator)
-            x1 = self.augment(self.images[second], generator)
-            with self.autocast():
-                e0, e1 = self.model(x0, x1)
-            loss = self.criterion(e0, e1, same)
-            self.step(loss)
-            with torch.no_grad():
-                distance = lse.paired_distances(e0.detach().float(), e1.detach().float(), self.args.distance)
-                totals += torch.stack([loss.detach(), (distance * same).sum(), same.sum(),
-                                       (distance * ~same).sum(), (~same).sum()])
-        loss_sum, same_sum, same_count, different_sum, different_count = totals.tolist()
-        return {"loss": loss_sum / self.steps_per_epoch(), "same_distance": same_sum / max(same_count, 1),
-                "different_distance": different_sum / max(different_count, 1)}
-
-    def held_out_metrics(self, embeddings: Tensor, labels: Tensor) -> Dict[str, float]:
-        """ROC-AUC of telling same-class from different-class pairs by distance, over every pair of held-out images;
-        N-way one-shot accuracy (Koch et al.)."""
-        distances = lse.pairwise_distances(embeddings, distance=self.args.distance)
+    def metrics(embeddings: Tensor, labels: Tensor) -> Dict[str, float]:
+        distances = pairwise_distances(embeddings, distance=args.distance)
         rows, cols = torch.triu_indices(len(labels), len(labels), 1, device=embeddings.device)
         auc = lse.pair_verification_auc(distances[rows, cols], labels[rows] == labels[cols])
-        one_shot = lse.n_way_one_shot_accuracy(embeddings, labels, n_way=self.args.n_way, trials=self.args.trials,
-                                               seed=self.args.seed, distance=self.args.distance)
+        one_shot = lse.n_way_one_shot_accuracy(embeddings, labels, n_way=args.n_way, trials=args.trials,
+                                               seed=args.seed, distance=args.distance)
         return {"auc": auc, "one_shot": one_shot}
 
-    def format_metrics(self, result: Mapping[str, float]) -> str:
-        return f"ROC-AUC {result['auc']:.4f}   {self.args.n_way}-way one-shot {result['one_shot']:.4f}"
+    return metrics
 
-    def report_notes(self, summary: Mapping[str, Any]) -> List[str]:
-        pairs = summary["eval_images"] * (summary["eval_images"] - 1) // 2
-        return [f"(chance: ROC-AUC 0.5, one-shot {1 / self.args.n_way:.3f}; AUC over all {pairs} pairs of held-out "
-                f"images, {self.args.trials} one-shot trials; {self.args.distance} distance)"]
+
+def train(args: argparse.Namespace, split: OpenSetSplit) -> None:
+    device = _common.device_for(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    amp_dtype = _common.amp_dtype_for(args, device)
+
+    # Model, loss, optimizer and schedule.
+    model = _open_set.build_encoder(args).to(device)
+    criterion = lse.ContrastiveLoss(margin=args.margin, distance=args.distance)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = lse.epoch_cosine_scheduler(optimizer, args.epochs, warmup_epochs=args.warmup_epochs)
+    # All randomness derives from (seed, epoch): the global random states need no restoring.
+    checkpoint_path, start_epoch = _run_dir.prepare_run_dir(
+        args.out_dir, args.resume, _cli.checkpointable_args(args), _open_set.MAY_CHANGE, model=model,
+        optimizer=optimizer, scheduler=scheduler, restore_rng=False, map_location=device)
+
+    # Data: uint8 images on the device, one augmented view per image of a pair.
+    images, labels = split.train.images.to(device), split.train.labels
+    augment = lse.BatchedCropFlipTransform(args.input_size, args.min_scale, hf_prob=args.hf_prob,
+                                           normalize=_open_set.NORMALIZE)
+    metrics = MetricsLog(args.out_dir / "metrics.csv")
+    metrics.truncate(start_epoch)
+    evaluate = held_out_metrics(args)
+    held_out: Dict[str, float] = {}
+    epoch_times: List[float] = []
+    images_per_s: List[float] = []
+    steps_per_epoch = len(labels) // args.batch_size
+
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        epoch_lr = optimizer.param_groups[0]["lr"]  # before scheduler.step() moves it to the next epoch's
+        started = time.perf_counter()
+        generator = _common.epoch_generator(args.seed, epoch, device)
+        # Running sums: loss, same-pair distances and count, different-pair distances and count (no host sync).
+        totals = torch.zeros(5, device=device)
+        for first, second, same in pair_batches(labels, args.batch_size, args.positive_fraction, args.seed, epoch,
+                                                generator):
+            x0, x1 = augment(images[first], generator), augment(images[second], generator)
+            with autocast_context(device, amp_dtype):
+                e0, e1 = model(x0, x1)  # one encoder, shared weights
+            loss = criterion(e0, e1, same)  # y * d^2 + (1 - y) * max(margin - d, 0)^2, in float32
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                distance = paired_distances(e0.detach().float(), e1.detach().float(), args.distance)
+                totals += torch.stack([loss.detach(), (distance * same).sum(), same.sum(),
+                                       (distance * ~same).sum(), (~same).sum()])
+        scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_times.append(time.perf_counter() - started)
+        images_per_s.append(steps_per_epoch * 2 * args.batch_size / epoch_times[-1])
+
+        evaluate_now = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
+        if evaluate_now:
+            held_out = _open_set.evaluate(model, split, evaluate, device, args.input_size)
+        loss_sum, same_sum, same_count, different_sum, different_count = totals.tolist()
+        row = {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch, "same_distance": same_sum / max(same_count, 1),
+               "different_distance": different_sum / max(different_count, 1),
+               **{name: held_out[name] if evaluate_now else None for name in ("auc", "one_shot", "backbone_auc",
+                                                                              "backbone_one_shot")},
+               "lr": epoch_lr, "epoch_time_s": epoch_times[-1], "images_per_s": images_per_s[-1]}
+        metrics.append(row)
+        save_checkpoint(checkpoint_path, model=model, epoch=epoch + 1, optimizer=optimizer, scheduler=scheduler,
+                        extra=_open_set.checkpoint_extra(args, split))
+        metrics.plot(args.out_dir / "metrics.png", ["loss", "same_distance", "different_distance", "auc",
+                                                    "backbone_auc"],
+                     title=f"{TITLE}, {args.backbone} (auc: held-out classes)")
+        if not args.no_progress:
+            print(_open_set.epoch_line(args, epoch, row["loss"], held_out if evaluate_now else None, "auc",
+                                       images_per_s[-1], epoch_times[-1]), flush=True)
+        if _common.stop_requested(args, epoch):
+            print(f"stopping after epoch {epoch + 1} (--stop-after-epoch); continue with --resume", flush=True)
+            return
+
+    if not held_out:  # resumed a finished run: evaluate what it left
+        held_out = _open_set.evaluate(model, split, evaluate, device, args.input_size)
+    summary = _open_set.summarise(args, split, held_out, evaluate, device, 2 * args.batch_size, epoch_times,
+                                  images_per_s)
+    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    pairs = summary["eval_images"] * (summary["eval_images"] - 1) // 2
+    notes = [f"(chance: ROC-AUC 0.5, one-shot {1 / args.n_way:.3f}; AUC over all {pairs} pairs of held-out images, "
+             f"{args.trials} one-shot trials; {args.distance} distance)"]
+    _open_set.report(TITLE, summary, args, lambda result: format_metrics(result, args.n_way), notes)
+
+
+def format_metrics(result: Mapping[str, float], n_way: int) -> str:
+    return f"ROC-AUC {result['auc']:.4f}   {n_way}-way one-shot {result['one_shot']:.4f}"
+
+
+def run(args: argparse.Namespace) -> None:
+    split = _open_set.load_split(args, FULL, SMOKE)
+    check_args(args, split)
+    print(_open_set.describe(split), flush=True)
+    train(args, split)
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return recipe.run(parse_args(argv), PairTrainer, check_args, full=FULL, smoke=SMOKE, write=print)
+    return _cli.run_cli(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -39,40 +39,27 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch import Tensor
 
+import _cli
+import _common
+import _run_dir
 import lightly_siamese_ext as lse
-from lightly_siamese_ext.backbones import check_model_name
-from lightly_siamese_ext.data import ArrayImageDataset, GPUResidentLoader, ImageArrays, load_train_test
-from lightly_siamese_ext.data import TrainTestSplit as Splits
-from lightly_siamese_ext.data.subsets import random_subset
-from lightly_siamese_ext.evaluation import CollapseMonitor, extract_features, knn_accuracy, linear_probe
-from lightly_siamese_ext.training import (
-    MetricsLog,
-    count_flops,
-    launch,
-    prepare_run_dir,
-    save_checkpoint,
-    simsiam_train_step,
-)
-from lightly_siamese_ext.training.cli import (MAY_CHANGE_ON_RESUME, add_data_arguments, add_run_arguments,
-                                             check_at_least, check_run_arguments, check_warmup_epochs,
-                                             checkpointable_args, create_with_backbone_kwargs, embedded_data_notice,
-                                             recipe_parser, run_cli)
-from lightly_siamese_ext.training.distributed import ranks_agree
-from lightly_siamese_ext.training.run_dir import check_run_dir
-from lightly_siamese_ext.transforms import BatchedEvalTransform, BatchedSimSiamTransform
+from lightly_siamese_ext._validation import check_model_name
+from lightly_siamese_ext.data import ArrayImageDataset, ImageArrays, TrainTestSplit, random_subset
+from lightly_siamese_ext.training import (MetricsLog, autocast_context, count_flops, launch, ranks_agree,
+                                          save_checkpoint)
 
 # The paper's CIFAR-10 recipe (Appendix D) and the smoke configuration used on the embedded fallback.
 PAPER = dict(epochs=800, batch_size=512, input_size=32)
 SMOKE = dict(epochs=12, batch_size=256, input_size=16)
 NORMALIZE = lse.CIFAR10_NORMALIZE
 # What a --resume may change: how the run executes and what it evaluates, not what it trains.
-MAY_CHANGE = (*MAY_CHANGE_ON_RESUME, "pipeline", "num_workers", "devices", "sync_bn", "channels_last", "compile",
-              "eval_every", "knn_k", "knn_t", "linear_epochs", "no_baselines", "no_progress")
+MAY_CHANGE = (*_run_dir.MAY_CHANGE_ON_RESUME, "pipeline", "num_workers", "devices", "sync_bn", "channels_last",
+              "compile", "eval_every", "knn_k", "knn_t", "linear_epochs", "no_baselines", "no_progress")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = recipe_parser(__doc__)
-    data = add_data_arguments(parser)
+    parser = _cli.recipe_parser(__doc__)
+    data = _cli.add_data_arguments(parser)
     data.add_argument("--holdout-per-class", type=int, default=500,
                       help="images per class held out for evaluation when the data has no test split")
     data.add_argument("--subset", type=int, default=None,
@@ -83,9 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="DataLoader workers for --pipeline lightly (default: CPU count)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--backbone", default="resnet18_cifar", help="any timm model name")
-    model.add_argument("--backbone-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="passed to timm.create_model, e.g. zero_init_last=False drop_path_rate=0.1")
+    _cli.add_backbone_arguments(model, kwargs_help="passed to timm.create_model, e.g. zero_init_last=False "
+                                                   "drop_path_rate=0.1")
     model.add_argument("--proj-layers", type=int, default=2, help="projector depth (2 = CIFAR, 3 = ImageNet)")
     model.add_argument("--proj-dim", type=int, default=2048, help="projector width and output (predictor in/out)")
     model.add_argument("--pred-hidden-dim", type=int, default=512, help="predictor bottleneck width")
@@ -114,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--gaussian-blur", type=float, default=0.0, help="blur probability (the paper: none on CIFAR)")
     aug.add_argument("--hf-prob", type=float, default=0.5, help="horizontal-flip probability")
 
-    run = add_run_arguments(parser, out_dir="runs/simsiam_cifar")
+    run = _cli.add_run_arguments(parser, out_dir="runs/simsiam_cifar")
     run.add_argument("--devices", type=int, default=1, help="processes (DDP): GPUs on CUDA, gloo ranks on CPU")
     run.add_argument("--sync-bn", action="store_true", help="synchronise batch norm across processes")
     run.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto", help="auto: on for CUDA")
@@ -135,21 +121,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-# ----------------------------------------------------------------------------------------------------- data
-def load_splits(args: argparse.Namespace) -> Splits:
-    splits = load_train_test(args.data_dir, download=args.download, cache_dir=args.cache_dir,
-                             holdout_per_class=args.holdout_per_class, embedded_size=SMOKE["input_size"])
-    if args.subset is None:
-        return splits
-    return replace(splits, train=random_subset(splits.train, args.subset, args.seed, name="--subset"))
-
-
 def resolve_defaults(args: argparse.Namespace, embedded: bool) -> None:
     """Fills the unset size arguments: the paper's values on real data, the smoke values on the fallback."""
-    config = SMOKE if embedded else PAPER
-    for key, value in config.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    _cli.fill_defaults(args, SMOKE if embedded else PAPER)
 
 
 def check_args(args: argparse.Namespace, n_train: int) -> None:
@@ -163,8 +137,8 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
         raise ValueError(f"--batch-size must give >= 2 images per process (batch norm), got {per_rank}")
     if args.batch_size > n_train:
         raise ValueError(f"--batch-size {args.batch_size} is larger than the training set ({n_train} images)")
-    check_at_least(args, 1, "epochs", "eval_every", "input_size", "proj_dim", "pred_hidden_dim", "proj_layers")
-    check_warmup_epochs(args)
+    _cli.check_at_least(args, 1, "epochs", "eval_every", "input_size", "proj_dim", "pred_hidden_dim", "proj_layers")
+    _cli.check_warmup_epochs(args)
     # torch.optim would name the scaled lr; the kNN would fail only after the first evaluation epoch.
     if not args.base_lr > 0 or args.momentum < 0 or args.weight_decay < 0:
         raise ValueError(f"--base-lr must be > 0, --momentum and --weight-decay >= 0, got {args.base_lr}, "
@@ -172,33 +146,254 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
     if args.knn_k < 1 or not args.knn_t > 0:
         raise ValueError(f"--knn-k must be >= 1 and --knn-t > 0, got {args.knn_k} and {args.knn_t}")
     args.knn_k = min(args.knn_k, n_train)  # the bank is the training set: what the kNN uses, and the report says
-    check_at_least(args, 0, "linear_epochs", "num_workers")
-    check_run_arguments(args)
+    _cli.check_at_least(args, 0, "linear_epochs", "num_workers")
+    _cli.check_run_arguments(args)
     if args.backbone_kwargs:
         build_model(args)  # a ValueError here, not a TypeError deep in the training processes
 
 
-# ------------------------------------------------------------------------------------------------ training
 def build_model(args: argparse.Namespace) -> lse.SimSiam:
     """The SimSiam model the arguments describe (linear_eval.py rebuilds it the same way from a checkpoint)."""
-    return create_with_backbone_kwargs(lse.SimSiam, args.backbone, args.backbone_kwargs,
-                                       proj_layers=args.proj_layers, proj_dim=args.proj_dim,
-                                       pred_hidden_dim=args.pred_hidden_dim)
+    return _cli.create_with_backbone_kwargs(lse.SimSiam, args.backbone, args.backbone_kwargs,
+                                            proj_layers=args.proj_layers, proj_dim=args.proj_dim,
+                                            pred_hidden_dim=args.pred_hidden_dim)
 
 
-def device_for(args: argparse.Namespace, rank: int) -> torch.device:
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    return torch.device("cuda", rank % max(torch.cuda.device_count(), 1)) if use_cuda else torch.device("cpu")
+# ------------------------------------------------------------------------------------------------ training
+def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTestSplit) -> None:
+    """One process of the run: rank ``rank`` of ``world_size`` (``launch`` starts them)."""
+    # Where and how the run executes.
+    device = _common.device_for(args, rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    amp_dtype = _common.amp_dtype_for(args, device)
+    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    is_main = rank == 0
+
+    # Model, optimizer and schedule: the paper's Appendix D (lr scaled with the batch, cosine per epoch).
+    torch.manual_seed(args.seed)
+    model = build_model(args)
+    if args.sync_bn and world_size > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameter_groups(args.fix_predictor_lr), lr=args.base_lr * args.batch_size / 256,
+                                momentum=args.momentum, weight_decay=args.weight_decay)
+    scheduler = lse.epoch_cosine_scheduler(optimizer, args.epochs, warmup_epochs=args.warmup_epochs)
+    checkpoint_path, start_epoch = _run_dir.prepare_run_dir(
+        args.out_dir, args.resume, _cli.checkpointable_args(args), MAY_CHANGE, model=model, optimizer=optimizer,
+        scheduler=scheduler, map_location=device)
+    train_model: nn.Module = model
+    if world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if args.compile:
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
+
+    # Data: the uint8 images stay on the device, each rank gets its share, batches are augmented there.
+    augment = lse.BatchedSimSiamTransform(
+        input_size=args.input_size, min_scale=args.min_scale, cj_prob=args.cj_prob, cj_strength=args.cj_strength,
+        random_gray_scale=args.random_gray_scale, gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob,
+        normalize=NORMALIZE,
+    )
+    loader = lse.GPUResidentLoader(splits.train.images, splits.train.labels, batch_size=args.batch_size // world_size,
+                                   shuffle=True, drop_last=True, device=device, seed=args.seed,
+                                   num_replicas=world_size, rank=rank)
+
+    metrics = MetricsLog(args.out_dir / "metrics.csv")
+    if is_main:
+        metrics.truncate(start_epoch)  # a resumed run drops the rows its checkpoint does not cover
+    collapse = lse.CollapseMonitor(gather_distributed=world_size > 1)
+    knn: Optional[Dict[str, float]] = None
+    features: Optional[Tuple[Tensor, Tensor]] = None  # (bank, query) of the last evaluation
+    epoch_times: List[float] = []
+    images_per_s: List[float] = []
+    progress = progress_printer(args, is_main, start_epoch)
+
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        epoch_lr = optimizer.param_groups[0]["lr"]  # read before scheduler.step() moves it to the next epoch's
+        started = time.perf_counter()
+        loss_sum, steps = torch.zeros((), device=device), 0
+        collapse.reset()
+        if args.pipeline == "batched":
+            loader.set_epoch(epoch)
+            views = batched_views(loader, augment, _common.epoch_generator(args.seed, epoch, device, rank))
+        else:
+            views = lightly_views(splits.train, args, epoch, rank, world_size)
+        for x0, x1 in views:
+            x0 = x0.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            x1 = x1.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            with autocast_context(device, amp_dtype):
+                out = train_model(x0, x1)  # SimSiamOutput: projections z (detached) and predictions p
+                loss = lse.simsiam_loss(out)  # 0.5 * (D(p0, z1) + D(p1, z0)), in float32
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()  # no host sync per step
+            collapse.update(out.z0)
+            steps += 1
+        scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_time = time.perf_counter() - started
+        epoch_times.append(epoch_time)
+        images_per_s.append(steps * args.batch_size / epoch_time)
+        epoch_loss = mean_across_ranks(loss_sum / max(steps, 1), world_size)
+        collapse_std = collapse.compute()
+
+        # Evaluation on the main process: kNN of the held-out split against the training split, frozen backbone.
+        evaluate_now = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
+        if is_main:
+            if evaluate_now:
+                features = encode_splits(model.embed, splits, device, args)
+                knn = knn_of(features, splits, args)
+            row = {"epoch": epoch + 1, "loss": epoch_loss, "collapse_std": collapse_std,
+                   "collapse_ratio": collapse.ratio, "knn_top1": knn["top1"] if evaluate_now and knn else None,
+                   "lr": epoch_lr, "epoch_time_s": epoch_time, "images_per_s": images_per_s[-1]}
+            metrics.append(row)
+            save_checkpoint(checkpoint_path, model=model, epoch=epoch + 1, optimizer=optimizer, scheduler=scheduler,
+                            extra={"args": _cli.checkpointable_args(args), "data": splits.description})
+            metrics.plot(args.out_dir / "metrics.png", ["loss", "knn_top1", "collapse_std"],
+                         title=f"SimSiam {args.backbone}")
+            progress(epoch, row)
+            if collapse.is_collapsed:
+                print(f"WARNING: representations look collapsed at epoch {epoch + 1}: std of the normalised "
+                      f"projections is {collapse_std:.4f}, {collapse.ratio:.2f} of the healthy 1/sqrt(d). "
+                      "Check the learning rate, the predictor and the augmentation.", flush=True)
+        if world_size > 1:
+            dist.barrier()
+        if _common.stop_requested(args, epoch):
+            if is_main:
+                print(f"stopping after epoch {epoch + 1} (--stop-after-epoch); continue with --resume", flush=True)
+            return
+
+    agree = ranks_agree(model) if world_size > 1 else True
+    if is_main:
+        summary = final_evaluation(model, splits, device, args, knn, features)
+        summary.update(devices=world_size, ranks_agree=agree)
+        if epoch_times:
+            summary["epoch_time_s"] = sum(epoch_times) / len(epoch_times)
+            summary["images_per_s"] = sum(images_per_s) / len(images_per_s)
+        (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        report(summary, args)
 
 
-def epoch_generator(seed: int, epoch: int, rank: int, device: torch.device) -> torch.Generator:
-    """Augmentation randomness derived from (seed, epoch, rank): a resumed run draws exactly what it would have."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
+def batched_views(loader: lse.GPUResidentLoader, augment: lse.BatchedSimSiamTransform,
+                  generator: torch.Generator) -> Iterator[List[Tensor]]:
+    """Two augmented views of every batch of ``loader``, made on the batch's device."""
+    for images, _ in loader:
+        yield augment(images, generator)
 
 
-def lightly_batches(train: ImageArrays, args: argparse.Namespace, epoch: int, rank: int,
-                    world_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
-    """Lightly's pipeline: PIL images -> SimSiamTransform in DataLoader workers -> two views."""
+def mean_across_ranks(value: Tensor, world_size: int) -> float:
+    if world_size > 1:
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        value /= world_size
+    return float(value)
+
+
+def progress_printer(args: argparse.Namespace, is_main: bool, start_epoch: int) -> Any:
+    """A function that shows an epoch's row: a tqdm bar when available, else a line."""
+    bar = None
+    if is_main and not args.no_progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=args.epochs, initial=start_epoch, unit="epoch", dynamic_ncols=True)
+        except ImportError:
+            bar = None
+
+    def show(epoch: int, row: Dict[str, Any]) -> None:
+        knn = f" knn {row['knn_top1']:.3f}" if row["knn_top1"] is not None else ""
+        text = (f"epoch {epoch + 1}/{args.epochs} loss {row['loss']:+.4f} std {row['collapse_std']:.4f}{knn} "
+                f"{row['images_per_s']:.0f} img/s")
+        if bar is not None:
+            bar.set_postfix_str(text.split(" ", 2)[2])
+            bar.update(1)
+        else:
+            print(text, flush=True)
+
+    return show
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def encode_splits(encoder: Any, splits: TrainTestSplit, device: torch.device,
+                  args: argparse.Namespace) -> Tuple[Tensor, Tensor]:
+    """Features of the training split (the kNN bank) and of the evaluation split, without augmentation."""
+    preprocess = lse.BatchedEvalTransform(args.input_size, NORMALIZE)
+    return tuple(lse.extract_features(encoder, part.images, device=device, preprocess=preprocess)[0]
+                 for part in (splits.train, splits.test))  # type: ignore[return-value]
+
+
+def knn_of(features: Tuple[Tensor, Tensor], splits: TrainTestSplit, args: argparse.Namespace) -> Dict[str, float]:
+    bank, query = features
+    return lse.knn_accuracy(query, splits.test.labels.to(query.device), bank, splits.train.labels.to(bank.device),
+                            num_classes=len(splits.train.classes), k=min(args.knn_k, len(bank)),
+                            temperature=args.knn_t)
+
+
+def final_evaluation(model: lse.SimSiam, splits: TrainTestSplit, device: torch.device, args: argparse.Namespace,
+                     knn: Optional[Dict[str, float]], features: Optional[Tuple[Tensor, Tensor]]) -> Dict[str, Any]:
+    """The trained encoder's kNN and linear probe, next to the same encoder at random initialisation and to raw
+    pixels (``--no-baselines`` skips those), and the training FLOPs per image."""
+    summary: Dict[str, Any] = {"data": splits.description, "embedded_smoke_run": splits.embedded,
+                               "backbone": args.backbone, "epochs": args.epochs, "batch_size": args.batch_size,
+                               "pipeline": args.pipeline, "knn": knn}
+    if features is None:  # resumed after the last epoch: nothing was evaluated in this process
+        features = encode_splits(model.embed, splits, device, args)
+        summary["knn"] = knn_of(features, splits, args)
+    if args.linear_epochs > 0:
+        bank, query = features
+        probe = lse.linear_probe(bank, splits.train.labels.to(device), query, splits.test.labels.to(device),
+                                 num_classes=len(splits.train.classes), epochs=args.linear_epochs, seed=args.seed)
+        summary["linear"] = {key: value for key, value in probe.items() if isinstance(value, float)}
+    if not args.no_baselines:
+        torch.manual_seed(args.seed)  # the trained model's initial weights
+        random_init = build_model(args).to(device)
+        summary["knn_random_init"] = knn_of(encode_splits(random_init.embed, splits, device, args), splits, args)
+        summary["knn_raw_pixels"] = knn_of(encode_splits(lambda x: x.flatten(start_dim=1), splits, device, args),
+                                           splits, args)
+    # Counted on a copy: a training-mode pass would move the trained model's batch-norm statistics.
+    probe_model = copy.deepcopy(model)
+    flops_input = torch.zeros(2, 3, args.input_size, args.input_size, device=device)
+    summary["train_flops_per_image"] = count_flops(
+        lambda: lse.simsiam_loss(probe_model(flops_input, flops_input)).backward()) // 2
+    return summary
+
+
+def report(summary: Dict[str, Any], args: argparse.Namespace) -> None:
+    def fmt(result: Optional[Dict[str, float]]) -> str:
+        return "-" if not result else f"top1 {result['top1']:.4f}" + (
+            f", top5 {result['top5']:.4f}" if "top5" in result else "")
+
+    lines = [f"data: {summary['data']}"]
+    if "images_per_s" in summary:
+        lines.append(f"throughput: {summary['images_per_s']:.0f} images/s, {summary['epoch_time_s']:.2f} s per epoch "
+                     f"({summary['train_flops_per_image'] / 1e9:.2f} GFLOP per training image)")
+    lines.append(f"kNN (k={args.knn_k}, t={args.knn_t}), trained encoder:   {fmt(summary['knn'])}")
+    if "linear" in summary:
+        lines.append(f"linear probe on frozen features:           {fmt(summary['linear'])}")
+    if "knn_random_init" in summary:
+        lines.append(f"kNN, same encoder at random initialisation: {fmt(summary['knn_random_init'])}")
+        lines.append(f"kNN, raw pixels:                            {fmt(summary['knn_raw_pixels'])}")
+    if summary["embedded_smoke_run"]:
+        lines.append("NOTE: this was a SMOKE RUN on the embedded digits. Digits are easy for any encoder (see the "
+                     "random-init and raw-pixel rows): these numbers show the pipeline works, not that SimSiam "
+                     "learned good features. Point --data-dir at CIFAR-10 for real results.")
+    lines.append(f"files: {args.out_dir / 'metrics.csv'}, {args.out_dir / 'metrics.png'}, "
+                 f"{args.out_dir / 'last.pt'}, {args.out_dir / 'summary.json'}")
+    _cli.print_report(f"SimSiam {summary['backbone']}, {summary['epochs']} epochs, batch {summary['batch_size']}, "
+                      f"{summary['pipeline']} pipeline, {summary['devices']} process(es)", lines)
+
+
+# ---------------------------------------------------------------------------------------- for comparison
+def lightly_views(train: ImageArrays, args: argparse.Namespace, epoch: int, rank: int,
+                  world_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
+    """Lightly's pipeline (``--pipeline lightly``): PIL images -> SimSiamTransform in DataLoader workers."""
     from lightly.transforms import SimSiamTransform
     from torch.utils.data import DataLoader, DistributedSampler
 
@@ -217,258 +412,26 @@ def lightly_batches(train: ImageArrays, args: argparse.Namespace, epoch: int, ra
         yield views[0], views[1]
 
 
-def train_worker(rank: int, world_size: int, args: argparse.Namespace, splits: Splits) -> None:
-    device = device_for(args, rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    is_main = rank == 0
-    amp_dtype = torch.bfloat16 if args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda") \
-        else None
-    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    torch.manual_seed(args.seed)
-    model = build_model(args)
-    if args.sync_bn and world_size > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device, memory_format=memory_format)
-    lr = args.base_lr * args.batch_size / 256
-    optimizer = torch.optim.SGD(model.parameter_groups(args.fix_predictor_lr), lr=lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    scheduler = lse.epoch_cosine_scheduler(optimizer, args.epochs, warmup_epochs=args.warmup_epochs)
-    checkpoint_path, start_epoch = prepare_run_dir(args.out_dir, args.resume, checkpointable_args(args), MAY_CHANGE,
-                                                   model=model, optimizer=optimizer, scheduler=scheduler,
-                                                   map_location=device)
-    metrics = MetricsLog(args.out_dir / "metrics.csv")
-    if is_main:
-        metrics.truncate(start_epoch)
-
-    train_model: nn.Module = model
-    if world_size > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    if args.compile:
-        train_model = torch.compile(train_model)  # type: ignore[assignment]
-
-    augment = BatchedSimSiamTransform(
-        input_size=args.input_size, min_scale=args.min_scale, cj_prob=args.cj_prob, cj_strength=args.cj_strength,
-        random_gray_scale=args.random_gray_scale, gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob,
-        normalize=NORMALIZE,
-    )
-    loader = None
-    if args.pipeline == "batched":
-        loader = GPUResidentLoader(splits.train.images, splits.train.labels, batch_size=args.batch_size // world_size,
-                                  shuffle=True, drop_last=True, device=device, seed=args.seed,
-                                  num_replicas=world_size, rank=rank)
-    steps_per_epoch = len(splits.train.labels) // args.batch_size
-    collapse = CollapseMonitor(gather_distributed=world_size > 1)
-    last_knn: Optional[Dict[str, float]] = None
-    last_features: Optional[Tuple[Tensor, Tensor]] = None  # (bank, query) of the last evaluation
-    epoch_times: List[float] = []
-    images_per_s: List[float] = []
-    progress = _progress(args, is_main, start_epoch)
-
-    for epoch in range(start_epoch, args.epochs):
-        model.train()
-        epoch_lr = optimizer.param_groups[0]["lr"]  # read before scheduler.step() moves it to the next epoch's
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        collapse.reset()
-        if loader is not None:
-            loader.set_epoch(epoch)
-            generator = epoch_generator(args.seed, epoch, rank, device)
-            views = ((augment(images, generator)) for images, _ in loader)
-        else:
-            views = lightly_batches(splits.train, args, epoch, rank, world_size)
-        steps = 0
-        for x0, x1 in views:
-            x0 = x0.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            x1 = x1.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            loss, out = simsiam_train_step(train_model, x0, x1, optimizer, amp_dtype=amp_dtype)
-            loss_sum += loss
-            collapse.update(out.z0)
-            steps += 1
-        scheduler.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        epoch_time = time.perf_counter() - started
-        epoch_loss = _mean_across_ranks(loss_sum / max(steps, 1), world_size)
-        collapse_std = collapse.compute()
-        epoch_times.append(epoch_time)
-        images_per_s.append(steps * args.batch_size / epoch_time)
-
-        evaluate_now = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
-        if is_main:
-            if evaluate_now:
-                last_features = encode_splits(model.embed, splits, device, args)
-                last_knn = knn_of(last_features, splits, args)
-            row = {
-                "epoch": epoch + 1,
-                "loss": epoch_loss,
-                "collapse_std": collapse_std,
-                "collapse_ratio": collapse.ratio,
-                "knn_top1": last_knn["top1"] if evaluate_now and last_knn else None,
-                "lr": epoch_lr,
-                "epoch_time_s": epoch_time,
-                "images_per_s": images_per_s[-1],
-            }
-            metrics.append(row)
-            save_checkpoint(checkpoint_path, model=model, epoch=epoch + 1, optimizer=optimizer, scheduler=scheduler,
-                            extra={"args": checkpointable_args(args), "data": splits.description})
-            metrics.plot(args.out_dir / "metrics.png", ["loss", "knn_top1", "collapse_std"],
-                         title=f"SimSiam {args.backbone}")
-            progress(epoch, row, steps_per_epoch)
-            if collapse.is_collapsed:
-                print(f"WARNING: representations look collapsed at epoch {epoch + 1}: std of the normalised "
-                      f"projections is {collapse_std:.4f}, {collapse.ratio:.2f} of the healthy 1/sqrt(d). "
-                      "Check the learning rate, the predictor and the augmentation.", flush=True)
-        if world_size > 1:
-            dist.barrier()
-        if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch and epoch + 1 < args.epochs:
-            if is_main:
-                print(f"stopping after epoch {epoch + 1} (--stop-after-epoch); continue with --resume", flush=True)
-            return
-
-    agree = ranks_agree(model) if world_size > 1 else True
-    if is_main:
-        finish(model, splits, device, args, last_knn, last_features, epoch_times, images_per_s, agree, world_size)
-
-
-def _mean_across_ranks(value: Tensor, world_size: int) -> float:
-    if world_size > 1:
-        value = value.detach().clone()
-        dist.all_reduce(value)
-        value /= world_size
-    return float(value)
-
-
-def _progress(args: argparse.Namespace, is_main: bool, start_epoch: int) -> Any:
-    bar = None
-    if is_main and not args.no_progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=args.epochs, initial=start_epoch, unit="epoch", dynamic_ncols=True)
-        except ImportError:
-            bar = None
-
-    def update(epoch: int, row: Dict[str, Any], steps: int) -> None:
-        knn = f" knn {row['knn_top1']:.3f}" if row["knn_top1"] is not None else ""
-        text = (f"epoch {epoch + 1}/{args.epochs} loss {row['loss']:+.4f} std {row['collapse_std']:.4f}{knn} "
-                f"{row['images_per_s']:.0f} img/s")
-        if bar is not None:
-            bar.set_postfix_str(text.split(" ", 2)[2])
-            bar.update(1)
-        else:
-            print(text, flush=True)
-
-    return update
-
-
-# ---------------------------------------------------------------------------------------------- evaluation
-def features_of(encoder: Any, data: ImageArrays, device: torch.device, args: argparse.Namespace) -> Tensor:
-    preprocess = BatchedEvalTransform(args.input_size, NORMALIZE)
-    return extract_features(encoder, data.images, device=device, preprocess=preprocess)[0]
-
-
-def encode_splits(encoder: Any, splits: Splits, device: torch.device,
-                  args: argparse.Namespace) -> Tuple[Tensor, Tensor]:
-    """Features of the training split (the kNN bank) and of the evaluation split."""
-    return features_of(encoder, splits.train, device, args), features_of(encoder, splits.test, device, args)
-
-
-def knn_of(features: Tuple[Tensor, Tensor], splits: Splits, args: argparse.Namespace) -> Dict[str, float]:
-    bank, query = features
-    return knn_accuracy(query, splits.test.labels.to(query.device), bank, splits.train.labels.to(bank.device),
-                        num_classes=len(splits.train.classes), k=min(args.knn_k, len(bank)), temperature=args.knn_t)
-
-
-def finish(model: lse.SimSiam, splits: Splits, device: torch.device, args: argparse.Namespace,
-           knn: Optional[Dict[str, float]], features: Optional[Tuple[Tensor, Tensor]], epoch_times: List[float],
-           images_per_s: List[float], ranks_agree_: bool, world_size: int) -> None:
-    summary: Dict[str, Any] = {
-        "data": splits.description,
-        "embedded_smoke_run": splits.embedded,
-        "backbone": args.backbone,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "pipeline": args.pipeline,
-        "devices": world_size,
-        "knn": knn,
-        "ranks_agree": ranks_agree_,
-    }
-    if features is None:  # resumed after the last epoch: nothing was evaluated in this process
-        features = encode_splits(model.embed, splits, device, args)
-        summary["knn"] = knn_of(features, splits, args)
-    if args.linear_epochs > 0:
-        bank, query = features
-        probe = linear_probe(bank, splits.train.labels.to(device), query, splits.test.labels.to(device),
-                             num_classes=len(splits.train.classes), epochs=args.linear_epochs, seed=args.seed)
-        summary["linear"] = {key: value for key, value in probe.items() if isinstance(value, float)}
-    if not args.no_baselines:
-        torch.manual_seed(args.seed)
-        random_init = build_model(args).to(device)
-        summary["knn_random_init"] = knn_of(encode_splits(random_init.embed, splits, device, args), splits, args)
-        summary["knn_raw_pixels"] = knn_of(encode_splits(lambda x: x.flatten(start_dim=1), splits, device, args),
-                                           splits, args)
-    if epoch_times:
-        summary["epoch_time_s"] = sum(epoch_times) / len(epoch_times)
-        summary["images_per_s"] = sum(images_per_s) / len(images_per_s)
-    # Counted on a copy: a training-mode pass would move the trained model's batch-norm statistics.
-    probe_model = copy.deepcopy(model)
-    flops_input = torch.zeros(2, 3, args.input_size, args.input_size, device=device)
-    summary["train_flops_per_image"] = count_flops(
-        lambda: lse.simsiam_loss(probe_model(flops_input, flops_input)).backward()) // 2
-    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    _report(summary, args)
-
-
-def _report(summary: Dict[str, Any], args: argparse.Namespace) -> None:
-    def fmt(result: Optional[Dict[str, float]]) -> str:
-        return "-" if not result else f"top1 {result['top1']:.4f}" + (
-            f", top5 {result['top5']:.4f}" if "top5" in result else "")
-
-    print("\n" + "=" * 78)
-    print(f"SimSiam {summary['backbone']}, {summary['epochs']} epochs, batch {summary['batch_size']}, "
-          f"{summary['pipeline']} pipeline, {summary['devices']} process(es)")
-    print(f"data: {summary['data']}")
-    if "images_per_s" in summary:
-        print(f"throughput: {summary['images_per_s']:.0f} images/s, {summary['epoch_time_s']:.2f} s per epoch "
-              f"({summary['train_flops_per_image'] / 1e9:.2f} GFLOP per training image)")
-    print(f"kNN (k={args.knn_k}, t={args.knn_t}), trained encoder:   {fmt(summary['knn'])}")
-    if "linear" in summary:
-        print(f"linear probe on frozen features:           {fmt(summary['linear'])}")
-    if "knn_random_init" in summary:
-        print(f"kNN, same encoder at random initialisation: {fmt(summary['knn_random_init'])}")
-        print(f"kNN, raw pixels:                            {fmt(summary['knn_raw_pixels'])}")
-    if summary["embedded_smoke_run"]:
-        print("NOTE: this was a SMOKE RUN on the embedded digits. Digits are easy for any encoder (see the random-init"
-              " and raw-pixel rows): these numbers show the pipeline works, not that SimSiam learned good features."
-              " Point --data-dir at CIFAR-10 for real results.")
-    print(f"files: {args.out_dir / 'metrics.csv'}, {args.out_dir / 'metrics.png'}, {args.out_dir / 'last.pt'}, "
-          f"{args.out_dir / 'summary.json'}")
-    print("=" * 78)
+# ------------------------------------------------------------------------------------------------------ main
+def run(args: argparse.Namespace) -> None:
+    splits = lse.load_train_test(args.data_dir, download=args.download, cache_dir=args.cache_dir,
+                                 holdout_per_class=args.holdout_per_class, embedded_size=SMOKE["input_size"])
+    if args.subset is not None:
+        splits = replace(splits, train=random_subset(splits.train, args.subset, args.seed, name="--subset"))
+    resolve_defaults(args, splits.embedded)
+    if splits.embedded:
+        print(_cli.embedded_data_notice(f"a SMOKE RUN of the pipeline ({args.epochs} epochs, {args.input_size}px)"),
+              flush=True)
+    check_args(args, len(splits.train.labels))
+    # Here, not only in the training processes: their errors would come back as tracebacks.
+    _run_dir.check_run_dir(args.out_dir, args.resume, _cli.checkpointable_args(args), MAY_CHANGE)
+    print(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
+          "evaluation images", flush=True)
+    launch(train, args.devices, args=(args, splits))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-
-    def run() -> None:
-        splits = load_splits(args)
-        resolve_defaults(args, splits.embedded)
-        if splits.embedded:
-            print(embedded_data_notice(f"a SMOKE RUN of the pipeline ({args.epochs} epochs, {args.input_size}px)"),
-                  flush=True)
-        check_args(args, len(splits.train.labels))
-        # Here, not only in the training processes: their errors would come back as tracebacks.
-        check_run_dir(args.out_dir, args.resume, checkpointable_args(args), MAY_CHANGE)
-        print(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
-              "evaluation images", flush=True)
-        launch(train_worker, args.devices, args=(args, splits))
-
-    return run_cli(run)
+    return _cli.run_cli(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

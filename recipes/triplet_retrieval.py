@@ -28,27 +28,33 @@ in --out-dir: metrics.csv, metrics.png, last.pt (every epoch), summary.json.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+import time
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
-from torch import Tensor
 
+import _cli
+import _common
+import _open_set
+import _run_dir
 import lightly_siamese_ext as lse
-from lightly_siamese_ext.data.class_split import OpenSetSplit
+from lightly_siamese_ext.data import OpenSetSplit
 from lightly_siamese_ext.losses import MINING
-from lightly_siamese_ext.training import embedding_recipe as recipe
-from lightly_siamese_ext.training.cli import recipe_parser
+from lightly_siamese_ext.training import MetricsLog, autocast_context, save_checkpoint
 
 # CIFAR-10 setting, and the smoke configuration used on the embedded digits (16px, as simsiam_cifar.py's).
 FULL = dict(epochs=30, k=32, input_size=32, embedding_dim=128)
 SMOKE = dict(epochs=4, k=8, input_size=16, embedding_dim=64)
 RECALL_AT = (1, 4, 16)
+METRICS = ("recall@1", "recall@4", "recall@16", "map@r")
+TITLE = "Triplet loss on P x K batches"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = recipe_parser(__doc__)
-    recipe.add_common_arguments(parser, FULL, SMOKE, out_dir="runs/triplet_retrieval", normalize=True)
+    parser = _cli.recipe_parser(__doc__)
+    _open_set.add_arguments(parser, FULL, SMOKE, out_dir="runs/triplet_retrieval", normalize=True)
     batch = parser.add_argument_group("P x K batches and triplet loss")
     batch.add_argument("--p", type=int, default=None,
                        help="classes per batch (default: all training classes, at most 8)")
@@ -69,10 +75,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace, split: OpenSetSplit) -> None:
-    recipe.resolve_class_count(args, "p", len(split.train_classes), 8, "the training classes")
+    _open_set.resolve_class_count(args, "p", len(split.train_classes), 8, "the training classes")
     if args.k < 2:
         raise ValueError(f"--k must be >= 2 (an anchor needs a positive), got {args.k}")
-    recipe.check_common_arguments(args, split, batch_items=args.p * args.k, batch_arguments="--p x --k")
+    _open_set.check_arguments(args, split, batch_items=args.p * args.k, batch_arguments="--p x --k")
     if args.margin < 0 or (args.mining == "semi_hard" and args.margin == 0):
         raise ValueError(f"--margin must be >= 0 (> 0 with --mining semi_hard), got {args.margin}")
     if len(split.test.labels) <= max(RECALL_AT):
@@ -80,53 +86,105 @@ def check_args(args: argparse.Namespace, split: OpenSetSplit) -> None:
                          f"got {len(split.test.labels)}")
 
 
-class TripletTrainer(recipe.EmbeddingTrainer):
-    """Triplet training on P x K batches; retrieval among the held-out classes."""
+def held_out_metrics(args: argparse.Namespace) -> _open_set.Metrics:
+    """Recall@K and MAP@R, every held-out image a query against all the others."""
+    return lambda embeddings, labels: lse.retrieval_metrics(embeddings, labels, ks=RECALL_AT, distance=args.distance)
 
-    metric_names = ("recall@1", "recall@4", "recall@16", "map@r")
-    headline_metric = "map@r"
-    title = "Triplet loss on P x K batches"
 
-    def __init__(self, args: argparse.Namespace, split: OpenSetSplit) -> None:
-        super().__init__(args, split)
-        self.criterion = lse.TripletLoss(margin=args.margin, mining=args.mining, distance=args.distance,
-                                         soft_margin=args.soft_margin, mean_over=args.mean_over)
-        self.sampler = lse.PKSampler(split.train.labels, p=args.p, k=args.k, seed=args.seed, num_replicas=1, rank=0)
+def format_metrics(result: Mapping[str, float]) -> str:
+    recalls = "  ".join(f"R@{k} {result[f'recall@{k}']:.4f}" for k in RECALL_AT)
+    return f"{recalls}  MAP@R {result['map@r']:.4f}"
 
-    def steps_per_epoch(self) -> int:
-        return len(self.sampler)
 
-    def images_per_step(self) -> int:
-        return self.args.p * self.args.k
+def train(args: argparse.Namespace, split: OpenSetSplit) -> None:
+    device = _common.device_for(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    amp_dtype = _common.amp_dtype_for(args, device)
 
-    def train_epoch(self, epoch: int) -> Dict[str, float]:
-        loss_sum = torch.zeros((), device=self.device)
-        generator = self.epoch_generator(epoch)
-        self.sampler.set_epoch(epoch)
-        for batch in self.sampler.global_batches().to(self.device):
-            x = self.augment(self.images[batch], generator)
-            with self.autocast():
-                embeddings = self.model.embed(x)
-            loss = self.criterion(embeddings, self.train_labels[batch])
-            self.step(loss)
-            loss_sum += loss.detach()
-        return {"loss": float(loss_sum) / self.steps_per_epoch()}
+    # Model, loss, optimizer and schedule.
+    model = _open_set.build_encoder(args).to(device)
+    criterion = lse.TripletLoss(margin=args.margin, mining=args.mining, distance=args.distance,
+                                soft_margin=args.soft_margin, mean_over=args.mean_over)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = lse.epoch_cosine_scheduler(optimizer, args.epochs, warmup_epochs=args.warmup_epochs)
+    # All randomness derives from (seed, epoch): the global random states need no restoring.
+    checkpoint_path, start_epoch = _run_dir.prepare_run_dir(
+        args.out_dir, args.resume, _cli.checkpointable_args(args), _open_set.MAY_CHANGE, model=model,
+        optimizer=optimizer, scheduler=scheduler, restore_rng=False, map_location=device)
 
-    def held_out_metrics(self, embeddings: Tensor, labels: Tensor) -> Dict[str, float]:
-        """Recall@K and MAP@R, every held-out image a query against all the others."""
-        return lse.retrieval_metrics(embeddings, labels, ks=RECALL_AT, distance=self.args.distance)
+    # Data: uint8 images on the device; every batch P classes x K images (PKSampler), augmented there.
+    images, labels = split.train.images.to(device), split.train.labels.to(device)
+    sampler = lse.PKSampler(split.train.labels, p=args.p, k=args.k, seed=args.seed, num_replicas=1, rank=0)
+    augment = lse.BatchedCropFlipTransform(args.input_size, args.min_scale, hf_prob=args.hf_prob,
+                                           normalize=_open_set.NORMALIZE)
+    metrics = MetricsLog(args.out_dir / "metrics.csv")
+    metrics.truncate(start_epoch)
+    evaluate = held_out_metrics(args)
+    held_out: Dict[str, float] = {}
+    epoch_times: List[float] = []
+    images_per_s: List[float] = []
 
-    def format_metrics(self, result: Mapping[str, float]) -> str:
-        recalls = "  ".join(f"R@{k} {result[f'recall@{k}']:.4f}" for k in RECALL_AT)
-        return f"{recalls}  MAP@R {result['map@r']:.4f}"
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        epoch_lr = optimizer.param_groups[0]["lr"]  # before scheduler.step() moves it to the next epoch's
+        started = time.perf_counter()
+        generator = _common.epoch_generator(args.seed, epoch, device)
+        sampler.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=device)
+        for batch in sampler.global_batches().to(device):
+            x = augment(images[batch], generator)
+            with autocast_context(device, amp_dtype):
+                embeddings = model.embed(x)
+            loss = criterion(embeddings, labels[batch])  # triplets mined in the batch, in float32
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()  # no host sync per step
+        scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_times.append(time.perf_counter() - started)
+        images_per_s.append(len(sampler) * args.p * args.k / epoch_times[-1])
 
-    def report_notes(self, summary: Mapping[str, Any]) -> List[str]:
-        args = self.args
-        return [f"({args.mining} mining, margin {args.margin}, {args.distance} distance, {args.p} x {args.k} batches; "
-                "every held-out image a query against all the others)"]
+        evaluate_now = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
+        if evaluate_now:
+            held_out = _open_set.evaluate(model, split, evaluate, device, args.input_size)
+        row = {"epoch": epoch + 1, "loss": float(loss_sum) / len(sampler),
+               **{name: held_out[name] if evaluate_now else None
+                  for name in (*METRICS, *(f"backbone_{name}" for name in METRICS))},
+               "lr": epoch_lr, "epoch_time_s": epoch_times[-1], "images_per_s": images_per_s[-1]}
+        metrics.append(row)
+        save_checkpoint(checkpoint_path, model=model, epoch=epoch + 1, optimizer=optimizer, scheduler=scheduler,
+                        extra=_open_set.checkpoint_extra(args, split))
+        metrics.plot(args.out_dir / "metrics.png", ["loss", "map@r", "backbone_map@r"],
+                     title=f"{TITLE}, {args.backbone} (map@r: held-out classes)")
+        if not args.no_progress:
+            print(_open_set.epoch_line(args, epoch, row["loss"], held_out if evaluate_now else None, "map@r",
+                                       images_per_s[-1], epoch_times[-1]), flush=True)
+        if _common.stop_requested(args, epoch):
+            print(f"stopping after epoch {epoch + 1} (--stop-after-epoch); continue with --resume", flush=True)
+            return
+
+    if not held_out:  # resumed a finished run: evaluate what it left
+        held_out = _open_set.evaluate(model, split, evaluate, device, args.input_size)
+    summary = _open_set.summarise(args, split, held_out, evaluate, device, args.p * args.k, epoch_times,
+                                  images_per_s)
+    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    notes = [f"({args.mining} mining, margin {args.margin}, {args.distance} distance, {args.p} x {args.k} batches; "
+             "every held-out image a query against all the others)"]
+    _open_set.report(TITLE, summary, args, format_metrics, notes)
+
+
+def run(args: argparse.Namespace) -> None:
+    split = _open_set.load_split(args, FULL, SMOKE)
+    check_args(args, split)
+    print(_open_set.describe(split), flush=True)
+    train(args, split)
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return recipe.run(parse_args(argv), TripletTrainer, check_args, full=FULL, smoke=SMOKE, write=print)
+    return _cli.run_cli(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

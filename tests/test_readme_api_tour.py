@@ -59,7 +59,7 @@ def _inputs() -> dict:
         "same": (torch.arange(BATCH) % 2).float(),
         "embeddings": torch.randn(IMAGES, 128, generator=generator),
         "torchvision_or_lightly_dataset": _ImageDataset(images, labels),
-        "norm": lse.CIFAR10_NORMALIZE,
+        "data_dir": None,  # the embedded digits (the tour does not train on them)
         "query": features[:100], "query_labels": feature_labels[:100], "bank": features[100:],
         "bank_labels": feature_labels[100:], "train_feats": features[:300], "train_labels": feature_labels[:300],
         "test_feats": features[300:], "test_labels": feature_labels[300:],
@@ -74,6 +74,7 @@ def test_readme_api_tour_runs_and_its_results_have_the_shapes_it_states() -> Non
     assert namespace["dim"] == namespace["encoder"](torch.randn(2, 3, 32, 32)).shape[1]  # "with its real width"
     e0, e1 = namespace["e0"], namespace["e1"]
     assert e0.shape == e1.shape == (BATCH, 128)
+    assert namespace["splits"].embedded and namespace["splits"].train.images.dtype == torch.uint8
     assert namespace["features"].shape == (IMAGES, 512)  # the loader's epoch, shuffled: the same labels, in its order
     assert sorted(namespace["targets"].tolist()) == sorted(namespace["labels"].tolist())
     assert torch.isfinite(namespace["loss"]) and namespace["loss"].ndim == 0
@@ -82,3 +83,8 @@ def test_readme_api_tour_runs_and_its_results_have_the_shapes_it_states() -> Non
     assert x0.shape == (3, 32, 32) and y in (0, 1)
     batch = next(iter(namespace["batches"]))  # P x K: 4 classes x 4 samples
     assert len(batch) == 4 * 4 and len(set(namespace["labels"][batch].tolist())) == 4
+    (anchor, positive, negative), label, _ = namespace["triplets"][0]
+    assert anchor.shape == (3, 32, 32) and label == namespace["labels"][0]
+    assert namespace["predicted"].shape == (100, 10) and namespace["monitor"].num_samples == IMAGES
+    for name in lse.__all__:  # the public API is what the tour uses
+        assert name == "__version__" or f"lse.{name}" in _api_tour(), name

@@ -20,13 +20,9 @@ from timm.models import build_model_with_cfg, register_model
 from timm.models._registry import generate_default_cfgs
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-__all__ = ["CifarResNet", "CIFAR10_MEAN", "CIFAR10_NORMALIZE", "CIFAR10_STD"]
+from lightly_siamese_ext.transforms.normalization import CIFAR10_MEAN, CIFAR10_STD
 
-# Per-channel statistics of the CIFAR-10 training set (pixel values in [0, 1]).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-#: In the layout of lightly's ``IMAGENET_NORMALIZE``: what the ``normalize`` argument of the transforms takes.
-CIFAR10_NORMALIZE = {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
+__all__ = ["CifarResNet"]
 
 
 class CifarResNet(ResNet):

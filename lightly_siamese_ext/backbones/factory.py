@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import difflib
-from typing import Any, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import timm
 import torch
 import torch.nn as nn
 
-from lightly_siamese_ext._validation import infer_in_chans
+from lightly_siamese_ext._validation import check_model_name
 
-__all__ = ["check_model_name", "create_backbone", "feature_dim_of"]
+__all__ = ["create_backbone", "feature_dim_of", "infer_in_chans"]
 
 
-def check_model_name(name: str, argument: str = "name_or_module") -> str:
-    """``name`` if timm knows it, else ``ValueError`` naming ``argument`` and listing close matches."""
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-        hint = f"; close matches: {', '.join(close)}" if close else ""
-        raise ValueError(f"{argument}: unknown timm model {name!r}{hint}")
-    return name
+def infer_in_chans(module: nn.Module) -> Optional[int]:
+    """Input channels of a backbone: timm's ``in_chans`` attribute, else the first Conv2d's ``in_channels``."""
+    in_chans = getattr(module, "in_chans", None)
+    if isinstance(in_chans, int):
+        return in_chans
+    for child in module.modules():
+        if isinstance(child, nn.Conv2d):
+            return child.in_channels
+    return None
 
 
 def create_backbone(

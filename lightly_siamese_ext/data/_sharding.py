@@ -6,13 +6,11 @@ from typing import Optional, Tuple
 
 from lightly.utils import dist
 
-from lightly_siamese_ext._validation import check_positive_int
+from lightly_siamese_ext._validation import check_int, check_positive_int
 
 
 def resolve_replicas(num_replicas: Optional[int], rank: Optional[int]) -> Tuple[int, int]:
     """``(num_replicas, rank)``, defaulting to ``lightly.utils.dist.world_size()`` and ``rank()``."""
     num_replicas = dist.world_size() if num_replicas is None else check_positive_int(num_replicas, "num_replicas")
-    rank = dist.rank() if rank is None else rank
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
-        raise ValueError(f"rank must be an int in [0, num_replicas={num_replicas}), got {rank!r}")
+    rank = dist.rank() if rank is None else check_int(rank, "rank", 0, num_replicas - 1)  # [0, num_replicas)
     return num_replicas, rank

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from numbers import Real
 from typing import Any, Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from lightly_siamese_ext._validation import check_probability
 from lightly_siamese_ext.data.targets import ClassIndex, read_targets
 
 __all__ = ["PairDataset", "TripletDataset"]
@@ -112,12 +112,9 @@ class PairDataset(_EpochResampled):
         transform: Optional[Callable[[Any], Any]] = None,
         seed: int = 0,
     ) -> None:
-        if isinstance(positive_fraction, bool) or not isinstance(positive_fraction, Real):
-            raise ValueError(f"positive_fraction must be a number in [0, 1], got {positive_fraction!r}")
-        if not 0.0 <= positive_fraction <= 1.0:
-            raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+        positive_fraction = check_probability(positive_fraction, "positive_fraction")
         super().__init__(dataset, transform, seed)
-        self.positive_fraction = float(positive_fraction)
+        self.positive_fraction = positive_fraction
         self.num_positives = round(self.positive_fraction * len(self))
         if self.num_positives > 0:
             self._require_two_per_class()

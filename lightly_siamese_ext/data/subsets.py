@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from lightly_siamese_ext._validation import check_int, check_positive_int
 from lightly_siamese_ext.data.arrays import ImageArrays
 from lightly_siamese_ext.data.sources import subset
 from lightly_siamese_ext.data.targets import ClassIndex
@@ -18,8 +19,7 @@ def random_subset(arrays: ImageArrays, size: int, seed: int, name: str = "size")
     ``size`` (e.g. a command-line flag).
     """
     total = len(arrays.labels)
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= total:
-        raise ValueError(f"{name} must be an int in [1, {total}] (the number of images), got {size!r}")
+    check_int(size, name, 1, total)  # at most the number of images
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
     return subset(arrays, order[:size].sort().values)
 
@@ -29,7 +29,6 @@ def first_per_class(arrays: ImageArrays, count: int, name: str = "count") -> Ima
 
     ``name`` is what error messages call ``count``.
     """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"{name} must be a positive int, got {count!r}")
+    check_positive_int(count, name)
     keep = ClassIndex(arrays.labels.cpu()).rank_in_class < count
     return subset(arrays, keep.nonzero().squeeze(1))

@@ -2,7 +2,7 @@
 metrics (metric learning, Siamese networks)."""
 
 from lightly_siamese_ext.evaluation.collapse import CollapseMonitor
-from lightly_siamese_ext.evaluation.knn import extract_features, knn_accuracy, knn_predict_chunked
+from lightly_siamese_ext.evaluation.knn import extract_features, knn_accuracy, knn_predict
 from lightly_siamese_ext.evaluation.linear import linear_probe
 from lightly_siamese_ext.evaluation.retrieval import retrieval_metrics
 from lightly_siamese_ext.evaluation.verification import (
@@ -15,7 +15,7 @@ __all__ = [
     "CollapseMonitor",
     "extract_features",
     "knn_accuracy",
-    "knn_predict_chunked",
+    "knn_predict",
     "linear_probe",
     "n_way_one_shot_accuracy",
     "pair_verification_auc",

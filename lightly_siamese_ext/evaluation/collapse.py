@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from lightly.utils import dist
 from torch import Tensor
 
-from lightly_siamese_ext.evaluation._common import check_embeddings, check_positive_float
+from lightly_siamese_ext._validation import check_embeddings, check_float, check_non_empty
 
 __all__ = ["CollapseMonitor"]
 
@@ -45,7 +45,7 @@ class CollapseMonitor:
     """
 
     def __init__(self, threshold: float = 0.1, gather_distributed: bool = False) -> None:
-        self.threshold = check_positive_float(threshold, "threshold")
+        self.threshold = check_float(threshold, "threshold", 0.0, exclusive_minimum=True)
         self.gather_distributed = gather_distributed
         self.reset()
 
@@ -60,7 +60,7 @@ class CollapseMonitor:
     @torch.no_grad()
     def update(self, z: Tensor) -> None:
         """Adds a batch of outputs z (B, d) (detached; any float dtype, accumulated in float32)."""
-        z = check_embeddings(z, "z")
+        z = check_non_empty(check_embeddings(z, "z"), "z")
         if self.dim is not None and z.shape[1] != self.dim:
             raise ValueError(f"z must have {self.dim} columns like the earlier batches, got shape {tuple(z.shape)}")
         normalized = F.normalize(z.detach().float(), dim=1)

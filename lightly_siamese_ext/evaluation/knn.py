@@ -26,59 +26,61 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightly_siamese_ext._validation import check_positive_int
-from lightly_siamese_ext.evaluation._common import (
+from lightly_siamese_ext._validation import (
     check_embeddings,
+    check_float,
+    check_int,
     check_labels,
-    check_positive_float,
+    check_non_empty,
+    check_positive_int,
     check_same_dim,
-    topk_hits,
     topk_within,
 )
+from lightly_siamese_ext.evaluation._common import topk_hits
 
-__all__ = ["extract_features", "knn_accuracy", "knn_predict_chunked"]
+__all__ = ["extract_features", "knn_accuracy", "knn_predict"]
 
 Batch = Union[Tensor, Sequence[object]]
 
 
-def knn_predict_chunked(
-    query: Tensor,
-    bank: Tensor,
-    bank_labels: Tensor,
+def knn_predict(
+    feature: Tensor,
+    feature_bank: Tensor,
+    feature_labels: Tensor,
     num_classes: int,
-    k: int = 200,
-    temperature: float = 0.1,
+    knn_k: int = 200,
+    knn_t: float = 0.1,
     chunk_size: int = 512,
-    normalize: bool = True,
 ) -> Tensor:
-    """Weighted kNN prediction of every query against a labelled feature bank.
+    """lightly's :func:`lightly.utils.benchmarking.knn_predict`, with its arguments and layout, in query chunks.
 
-    Similarities are computed in the bank's dtype (queries are cast to it) on the bank's device.
+    As lightly's, the similarity is the raw dot product of ``feature`` and ``feature_bank`` (normalise both first
+    for cosine similarity, as lightly recommends), computed here in the bank's dtype on the bank's device.
 
     Args:
-        query: Features (Q, D) to classify.
-        bank: Features (N, D) of the labelled bank (rows, unlike lightly's (D, N) argument).
-        bank_labels: Integer labels (N,) in ``[0, num_classes)``.
+        feature: Features (B, D) to classify.
+        feature_bank: Features of the labelled bank, **(D, N)** as in lightly (e.g. ``bank.t()`` of an (N, D) one:
+            a view; no copy is made either way).
+        feature_labels: Integer labels (N,) in ``[0, num_classes)``.
         num_classes: Number of classes C.
-        k: Number of neighbours; must be at most N.
-        temperature: Vote weight is ``exp(cosine similarity / temperature)``.
+        knn_k: Number of neighbours; at most N.
+        knn_t: Vote weight is ``exp(similarity / knn_t)``.
         chunk_size: Queries scored at once. Extra memory is about ``chunk_size * N`` numbers of the bank's dtype
-            (the similarity block: 100 MB for N = 50,000 at the default 512), plus ``O(chunk_size * (sqrt(N * k) +
-            C) + N)`` for the neighbour search, the votes and the bank's norms, plus the (Q, C) result. The bank is
-            never copied.
-        normalize: Use cosine similarity (L2-normalised query and bank rows), as lightly recommends; ``False``
-            uses the raw dot product (same result for inputs that are already normalised).
+            (100 MB for N = 50,000 at the default 512), plus ``O(chunk_size * (sqrt(N * k) + C))`` for the
+            neighbour search and the votes, plus the (B, C) result.
 
     Returns:
-        Class indices (Q, C), int64, sorted by kNN score, best first: ``[:, 0]`` is the top-1 prediction.
+        Class indices (B, C), int64, sorted by kNN score, best first: ``[:, 0]`` is the top-1 prediction.
     """
+    bank = check_embeddings(feature_bank, "feature_bank").t()  # (N, D), a view
     out: Optional[Tensor] = None
-    chunks = _predict_chunks(query, bank, bank_labels, num_classes, k, temperature, chunk_size, normalize)
+    chunks = _predict_chunks(feature, bank, feature_labels, num_classes, knn_k, knn_t, chunk_size, normalize=False,
+                             names=("feature", "feature_bank", "column of feature_bank", "feature_labels", "knn_k", "knn_t"))
     for start, predictions in chunks:
         if out is None:
-            out = predictions.new_empty(query.shape[0], num_classes)
+            out = predictions.new_empty(feature.shape[0], num_classes)
         out[start : start + predictions.shape[0]] = predictions
-    assert out is not None  # query has at least one row (checked)
+    assert out is not None  # feature has at least one row (checked)
     return out
 
 
@@ -94,17 +96,17 @@ def knn_accuracy(
     normalize: bool = True,
     topk: Sequence[int] = (1, 5),
 ) -> Dict[str, float]:
-    """kNN top-k accuracy of ``query`` (Q, D) with labels (Q,) against a labelled bank (N, D).
-
-    Arguments as in :func:`knn_predict_chunked`. Hits are counted per chunk with lightly's
+    """kNN top-k accuracy of ``query`` (Q, D) with labels (Q,) against a labelled bank (N, D) with labels (N,):
+    :func:`knn_predict`'s classifier (``k`` neighbours, temperature ``temperature``, ``chunk_size`` queries at
+    once), on cosine similarities unless ``normalize=False`` (then the raw dot product). Hits are counted per chunk with lightly's
     :func:`~lightly.utils.benchmarking.topk.mean_topk_accuracy`, so the (Q, C) predictions are never held at once.
     Entries of ``topk`` larger than ``num_classes`` are skipped (no "top5" with 3 classes).
 
     Returns:
         ``{"top1": float, "top5": float}`` (one key per kept entry of ``topk``).
     """
-    query = check_embeddings(query, "query")
-    query_labels = check_labels(query_labels, "query_labels", query.shape[0], "query")
+    query = check_non_empty(check_embeddings(query, "query"), "query")
+    query_labels = check_labels(query_labels, "query_labels", query.shape[0], "row of query")
     ks = topk_within(topk, num_classes)
     correct: Optional[Tensor] = None
     chunks = _predict_chunks(query, bank, bank_labels, num_classes, k, temperature, chunk_size, normalize)
@@ -125,22 +127,23 @@ def _predict_chunks(
     temperature: float,
     chunk_size: int,
     normalize: bool,
+    names: Tuple[str, ...] = ("query", "bank", "row of bank", "bank_labels", "k", "temperature"),
 ) -> Iterator[Tuple[int, Tensor]]:
-    """Validates, then yields ``(start, predictions of query[start:start + chunk_size])``."""
-    query = check_embeddings(query, "query")
-    bank = check_embeddings(bank, "bank")
-    check_same_dim(query, bank, "query and bank")
-    bank_labels = check_labels(bank_labels, "bank_labels", bank.shape[0], "bank")
+    """Validates (errors call the arguments ``names``), then yields ``(start, predictions of
+    query[start:start + chunk_size])`` against the (N, D) ``bank``."""
+    query_name, bank_name, bank_entry, labels_name, k_name, temperature_name = names
+    query = check_non_empty(check_embeddings(query, query_name), query_name)
+    bank = check_non_empty(check_embeddings(bank, bank_name), bank_name)
+    check_same_dim(query, bank, f"{query_name} and {bank_name}")
+    bank_labels = check_labels(bank_labels, labels_name, bank.shape[0], bank_entry)
     check_positive_int(num_classes, "num_classes")
-    check_positive_int(k, "k")
-    if k > bank.shape[0]:
-        raise ValueError(f"k must be at most the number of bank rows ({bank.shape[0]}), got {k}")
-    temperature = check_positive_float(temperature, "temperature")
+    check_int(k, k_name, 1, bank.shape[0])  # at most the number of bank entries
+    temperature = check_float(temperature, temperature_name, 0.0, exclusive_minimum=True)
     check_positive_int(chunk_size, "chunk_size")
     bank_labels = bank_labels.to(bank.device)
     low, high = torch.aminmax(bank_labels)
     if low < 0 or high >= num_classes:  # one host sync, before any work
-        raise ValueError(f"bank_labels must lie in [0, num_classes={num_classes}), got values in [{low}, {high}]")
+        raise ValueError(f"{labels_name} must lie in [0, num_classes={num_classes}), got values in [{low}, {high}]")
 
     # Normalising the bank would copy it (10 GB for ImageNet's 1.28 M x 2048): scale the similarity columns by
     # 1 / |bank row| instead, and not at all when the bank is already unit-norm (one host sync).

@@ -11,15 +11,16 @@ import torch.nn.functional as F
 from lightly.utils.scheduler import CosineWarmupScheduler
 from torch import Tensor
 
-from lightly_siamese_ext._validation import check_positive_int
-from lightly_siamese_ext.evaluation._common import (
+from lightly_siamese_ext._validation import (
     check_embeddings,
+    check_float,
     check_labels,
-    check_positive_float,
+    check_non_empty,
+    check_positive_int,
     check_same_dim,
-    topk_hits,
     topk_within,
 )
+from lightly_siamese_ext.evaluation._common import topk_hits
 
 __all__ = ["linear_probe"]
 
@@ -63,17 +64,16 @@ def linear_probe(
         ``{"top1": float, "top5": float, "train_loss": float (mean over the last epoch),
         "classifier": nn.Sequential (eval mode, on the features' device)}``.
     """
-    train_features = check_embeddings(train_features, "train_features")
-    test_features = check_embeddings(test_features, "test_features")
+    train_features = check_non_empty(check_embeddings(train_features, "train_features"), "train_features")
+    test_features = check_non_empty(check_embeddings(test_features, "test_features"), "test_features")
     check_same_dim(train_features, test_features, "train_features and test_features")
-    train_labels = check_labels(train_labels, "train_labels", train_features.shape[0], "train_features")
-    test_labels = check_labels(test_labels, "test_labels", test_features.shape[0], "test_features")
+    train_labels = check_labels(train_labels, "train_labels", train_features.shape[0], "row of train_features")
+    test_labels = check_labels(test_labels, "test_labels", test_features.shape[0], "row of test_features")
     ks = topk_within(topk, num_classes)
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")
-    lr = check_positive_float(lr, "lr")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
+    lr = check_float(lr, "lr", 0.0, exclusive_minimum=True)
+    weight_decay = check_float(weight_decay, "weight_decay", 0.0)
     low, high = torch.aminmax(torch.cat([train_labels, test_labels.to(train_labels.device)]))
     if low < 0 or high >= num_classes:
         raise ValueError(f"train_labels and test_labels must lie in [0, {num_classes}), got values in [{low}, {high}]")

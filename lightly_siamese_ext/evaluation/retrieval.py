@@ -9,14 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightly_siamese_ext._validation import check_positive_int
-from lightly_siamese_ext.evaluation._common import (
-    check_distance,
+from lightly_siamese_ext._validation import (
+    check_choice,
     check_embeddings,
     check_ks,
     check_labels,
+    check_non_empty,
+    check_positive_int,
     check_same_dim,
 )
+from lightly_siamese_ext.evaluation._common import DISTANCES
 
 __all__ = ["retrieval_metrics"]
 
@@ -57,9 +59,9 @@ def retrieval_metrics(
     Returns:
         ``{"recall@1": float, "recall@4": float, "recall@16": float, "map@r": float}`` (one recall per K).
     """
-    embeddings = check_embeddings(embeddings, "embeddings")
-    labels = check_labels(labels, "labels", embeddings.shape[0], "embeddings")
-    distance = check_distance(distance)
+    embeddings = check_non_empty(check_embeddings(embeddings, "embeddings"), "embeddings")
+    labels = check_labels(labels, "labels", embeddings.shape[0], "row of embeddings")
+    distance = check_choice(distance, "distance", DISTANCES)
     check_positive_int(chunk_size, "chunk_size")
     same_source = reference_embeddings is None
     if same_source:
@@ -67,12 +69,13 @@ def retrieval_metrics(
             raise ValueError("reference_labels was given without reference_embeddings")
         references, reference_labels = embeddings, labels
     else:
-        references = check_embeddings(reference_embeddings, "reference_embeddings")
+        references = check_non_empty(check_embeddings(reference_embeddings, "reference_embeddings"),
+                                     "reference_embeddings")
         check_same_dim(embeddings, references, "embeddings and reference_embeddings")
         if reference_labels is None:
             raise ValueError("reference_labels must be given with reference_embeddings")
         reference_labels = check_labels(
-            reference_labels, "reference_labels", references.shape[0], "reference_embeddings"
+            reference_labels, "reference_labels", references.shape[0], "row of reference_embeddings"
         )
     available = references.shape[0] - int(same_source)
     ks = check_ks(ks, "ks", available, "neighbours each query has")

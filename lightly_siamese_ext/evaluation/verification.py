@@ -9,8 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightly_siamese_ext._validation import check_positive_int
-from lightly_siamese_ext.evaluation._common import check_distance, check_embeddings, check_float_tensor, check_labels
+from lightly_siamese_ext._validation import (
+    check_binary_targets,
+    check_choice,
+    check_embeddings,
+    check_labels,
+    check_non_empty,
+    check_positive_int,
+    check_vector,
+)
+from lightly_siamese_ext.evaluation._common import DISTANCES
 
 __all__ = ["n_way_one_shot_accuracy", "pair_verification_auc", "sample_one_shot_trials"]
 
@@ -25,12 +33,11 @@ def pair_verification_auc(distances: Tensor, same: Tensor) -> float:
 
     Args:
         distances: Distance (P,) of each pair, e.g. :meth:`lightly_siamese_ext.SiameseNetwork.distance`.
-        same: (P,) 1 (or True) where the pair shows the same class, else 0; both kinds must occur.
+        same: (P,) 1 (True) where the pair shows the same class, else 0 (False): bool, integer or floating, as
+            :class:`~lightly_siamese_ext.ContrastiveLoss`'s ``y``; both kinds must occur.
     """
-    distances = check_float_tensor(distances, "distances", "(P,)")
-    same = check_labels(same, "same", distances.shape[0], "distances", allow_bool=True).to(distances.device)
-    if not bool(((same == 0) | (same == 1)).all()):
-        raise ValueError("same must only hold 0 and 1 (or False and True)")
+    distances = check_non_empty(check_vector(distances, "distances"), "distances")
+    same = check_binary_targets(same, distances.shape[0], None, "same").to(distances.device)
     if not bool(torch.isfinite(distances).all()):
         raise ValueError("distances must be finite, got NaN or inf")
     num_same_pairs = int(same.sum())
@@ -108,9 +115,9 @@ def n_way_one_shot_accuracy(
         seed: Seed used when no generator is given.
         distance: ``"euclidean"`` or ``"cosine"``.
     """
-    embeddings = check_embeddings(embeddings, "embeddings")
-    labels = check_labels(labels, "labels", embeddings.shape[0], "embeddings")
-    distance = check_distance(distance)
+    embeddings = check_non_empty(check_embeddings(embeddings, "embeddings"), "embeddings")
+    labels = check_labels(labels, "labels", embeddings.shape[0], "row of embeddings")
+    distance = check_choice(distance, "distance", DISTANCES)
     generator = torch.Generator().manual_seed(seed) if generator is None else generator
     query_index, support_index = sample_one_shot_trials(labels, n_way, trials, generator)
     query_index, support_index = query_index.to(embeddings.device), support_index.to(embeddings.device)

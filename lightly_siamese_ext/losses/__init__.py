@@ -3,17 +3,13 @@
 - :class:`ContrastiveLoss`: Hadsell et al. 2006, on given pairs or on all pairs of a labelled batch.
 - :class:`TripletLoss`: FaceNet / Hermans et al., on given triplets or mined (batch_all, batch_hard, semi_hard).
 - :mod:`.mining`: the mining functions, returning index tensors, for custom losses.
-- :mod:`.distances`: paired and pairwise distances with a square root that is safe at zero.
+- :mod:`.distance_matrix`: the batch's (B, B) distances, computed once without autograd, exact gradients.
+- Paired and pairwise distances are in :mod:`lightly_siamese_ext.distances`.
 """
 
+from lightly_siamese_ext.distances import DISTANCES
 from lightly_siamese_ext.losses.contrastive import ContrastiveLoss
-from lightly_siamese_ext.losses.distances import (
-    DISTANCES,
-    DistanceMatrix,
-    paired_distances,
-    pairwise_distances,
-    safe_sqrt,
-)
+from lightly_siamese_ext.losses.distance_matrix import DistanceMatrix
 from lightly_siamese_ext.losses.mining import MINING, mine_batch_all, mine_batch_hard, mine_semi_hard
 from lightly_siamese_ext.losses.triplet import TripletLoss
 
@@ -26,7 +22,4 @@ __all__ = [
     "mine_batch_all",
     "mine_batch_hard",
     "mine_semi_hard",
-    "paired_distances",
-    "pairwise_distances",
-    "safe_sqrt",
 ]

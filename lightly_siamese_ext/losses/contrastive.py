@@ -8,16 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightly_siamese_ext.losses._checks import (
+from lightly_siamese_ext._validation import (
     check_binary_targets,
     check_choice,
     check_embeddings,
+    check_float,
     check_labels,
-    check_margin,
     check_same_shape,
 )
+from lightly_siamese_ext.distances import paired_distances, pairwise_distances
 from lightly_siamese_ext.losses._common import REDUCTIONS, full_precision, gather_batch, reduce_losses
-from lightly_siamese_ext.losses.distances import DistanceMatrix, paired_distances, pairwise_distances
+from lightly_siamese_ext.losses.distance_matrix import DistanceMatrix
 from lightly_siamese_ext.losses.mining import label_indicator
 
 CONTRASTIVE_DISTANCES = ("euclidean", "cosine")
@@ -65,12 +66,10 @@ class ContrastiveLoss(nn.Module):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__()
-        self.margin = check_margin(margin)
+        self.margin = check_float(margin, "margin", 0.0)
         self.distance = check_choice(distance, "distance", CONTRASTIVE_DISTANCES)
         self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
-        if not isinstance(gather_distributed, bool):
-            raise TypeError(f"gather_distributed must be a bool, got {type(gather_distributed).__name__}")
-        self.gather_distributed = gather_distributed
+        self.gather_distributed = bool(gather_distributed)
 
     @overload
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor: ...
@@ -83,7 +82,7 @@ class ContrastiveLoss(nn.Module):
         ``reduction="none"``."""
         if len(tensors) == 2:
             embeddings = check_embeddings(tensors[0], "embeddings")
-            labels = check_labels(tensors[1], embeddings)
+            labels = check_labels(tensors[1], length=len(embeddings), device=embeddings.device)
             embeddings, labels = gather_batch((embeddings, labels), self.gather_distributed)
             with full_precision(embeddings) as dtype:
                 return self._all_pairs(embeddings.to(dtype), labels)

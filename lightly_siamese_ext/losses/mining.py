@@ -26,7 +26,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from lightly_siamese_ext.losses._checks import check_labels, check_margin
+from lightly_siamese_ext._validation import check_distance_matrix, check_float, check_labels
 
 __all__ = ["CHUNK_ELEMENTS", "MINING", "mine_batch_all", "mine_batch_hard", "mine_semi_hard"]
 
@@ -52,7 +52,7 @@ def mine_batch_hard(distances: Tensor, labels: Tensor) -> Triplets:
     Returns:
         ``(anchor, positive, negative)``, each (T,) with T <= B.
     """
-    labels = _check_matrix(distances, labels)
+    labels = check_distance_matrix(distances, labels)
     with torch.no_grad():
         bound = float(distances.abs().max()) if distances.numel() else 1.0
         if not math.isfinite(bound):  # an inf would sink every shifted row: no triplet at all, silently
@@ -75,8 +75,8 @@ def mine_semi_hard(distances: Tensor, labels: Tensor, margin: float) -> Triplets
     Returns:
         ``(anchor, positive, negative)``, each (T,).
     """
-    labels = _check_matrix(distances, labels)
-    margin = check_margin(margin)
+    labels = check_distance_matrix(distances, labels)
+    margin = check_float(margin, "margin", 0.0)
     if margin == 0:
         raise ValueError("margin must be > 0 for semi_hard mining (the window is empty at 0), got 0")
     with torch.no_grad():
@@ -187,14 +187,3 @@ def _expand_positive_pairs(labels: Tensor, select: _Selector) -> Triplets:
         return empty, empty, empty
     a, p, n = (torch.cat(parts) for parts in zip(*found))
     return a, p, n
-
-
-def _check_matrix(distances: Tensor, labels: Tensor) -> Tensor:
-    if not isinstance(distances, Tensor):
-        raise TypeError(f"distances must be a torch.Tensor of shape (B, B), got {type(distances).__name__}")
-    if distances.ndim != 2 or distances.shape[0] != distances.shape[1]:
-        raise ValueError(f"distances must be a square (B, B) matrix, got shape {tuple(distances.shape)}")
-    if not distances.is_floating_point():
-        raise ValueError(f"distances must be a floating-point tensor, got dtype {distances.dtype}")
-    return check_labels(labels, distances)
-

@@ -8,21 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightly_siamese_ext.losses._checks import (
-    check_choice,
-    check_embeddings,
-    check_labels,
-    check_margin,
-    check_same_shape,
-)
+from lightly_siamese_ext._validation import check_choice, check_embeddings, check_float, check_labels, check_same_shape
+from lightly_siamese_ext.distances import DISTANCES, paired_distances
 from lightly_siamese_ext.losses._common import REDUCTIONS, full_precision, gather_batch, reduce_losses
-from lightly_siamese_ext.losses.distances import (
-    DISTANCES,
+from lightly_siamese_ext.losses.distance_matrix import (
     ORDERING_SCORE_BOUND,
     DistanceMatrix,
     add_ordering_scores_,
     distances_to_rows,
-    paired_distances,
 )
 from lightly_siamese_ext.losses.mining import (
     MINING,
@@ -102,19 +95,15 @@ class TripletLoss(nn.Module):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__()
-        self.margin = check_margin(margin)
+        self.margin = check_float(margin, "margin", 0.0)
         self.mining = check_choice(mining, "mining", MINING)
         self.distance = check_choice(distance, "distance", DISTANCES)
         self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
         self.mean_over = check_choice(mean_over, "mean_over", MEAN_OVER)
-        if not isinstance(soft_margin, bool):
-            raise TypeError(f"soft_margin must be a bool, got {type(soft_margin).__name__}")
-        if not isinstance(gather_distributed, bool):
-            raise TypeError(f"gather_distributed must be a bool, got {type(gather_distributed).__name__}")
         if mining == "semi_hard" and self.margin == 0:
             raise ValueError("margin must be > 0 with mining='semi_hard' (it is the width of the window), got 0")
-        self.soft_margin = soft_margin
-        self.gather_distributed = gather_distributed
+        self.soft_margin = bool(soft_margin)
+        self.gather_distributed = bool(gather_distributed)
 
     @overload
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor: ...
@@ -127,7 +116,7 @@ class TripletLoss(nn.Module):
         a scalar, or (B,) with ``reduction="none"``."""
         if len(tensors) == 2:
             embeddings = check_embeddings(tensors[0], "embeddings")
-            labels = check_labels(tensors[1], embeddings)
+            labels = check_labels(tensors[1], length=len(embeddings), device=embeddings.device)
             embeddings, labels = gather_batch((embeddings, labels), self.gather_distributed)
             with full_precision(embeddings) as dtype:
                 losses, count = self._mined(embeddings.to(dtype), labels)

@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from lightly_siamese_ext._validation import check_image_batch, check_same_batch_size, infer_in_chans
-from lightly_siamese_ext.backbones import create_backbone
+from lightly_siamese_ext._validation import check_choice, check_image_batch, check_same_batch_size
+from lightly_siamese_ext.backbones import create_backbone, infer_in_chans
+from lightly_siamese_ext.distances import DISTANCES, paired_distances
 from lightly_siamese_ext.heads import EmbeddingHead
-from lightly_siamese_ext.losses.distances import DISTANCES, paired_distances
 
 __all__ = ["SiameseNetwork"]
 
@@ -29,7 +29,7 @@ class SiameseNetwork(nn.Module):
         hidden_dim: Hidden width of the embedding head (defaults to the backbone's feature width).
         normalize: L2-normalise embeddings (unit sphere).
         distance: What :meth:`distance` computes: ``"euclidean"``, ``"squared_euclidean"`` or ``"cosine"``
-            (1 - cosine similarity), as in :mod:`lightly_siamese_ext.losses.distances`.
+            (1 - cosine similarity), as in :mod:`lightly_siamese_ext.distances`.
         pretrained: Load timm's pretrained weights for a named backbone.
         **backbone_kwargs: Passed to ``timm.create_model``.
     """
@@ -45,8 +45,7 @@ class SiameseNetwork(nn.Module):
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
-        if distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        check_choice(distance, "distance", DISTANCES)
         self.backbone, self.feature_dim = create_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
         self.in_chans = infer_in_chans(self.backbone)
         self.embedding_head = EmbeddingHead(self.feature_dim, hidden_dim, embedding_dim, normalize=normalize)

@@ -8,8 +8,8 @@ import torch.nn as nn
 from lightly.loss import NegativeCosineSimilarity
 from torch import Tensor
 
-from lightly_siamese_ext._validation import check_image_batch, check_same_batch_size, infer_in_chans
-from lightly_siamese_ext.backbones import create_backbone
+from lightly_siamese_ext._validation import check_image_batch, check_same_batch_size
+from lightly_siamese_ext.backbones import create_backbone, infer_in_chans
 from lightly_siamese_ext.heads import SimSiamPredictionHead, SimSiamProjectionHead
 
 __all__ = ["SimSiam", "SimSiamOutput", "simsiam_loss"]

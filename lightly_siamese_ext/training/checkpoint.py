@@ -14,6 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import numpy as np
 import torch
 import torch.nn as nn
+from timm.utils import unwrap_model
 
 __all__ = ["capture_rng_state", "load_checkpoint", "restore_checkpoint", "restore_rng_state", "save_checkpoint"]
 
@@ -64,13 +65,14 @@ def save_checkpoint(
     """Writes a checkpoint atomically (temporary file + rename: a killed run never leaves a torn file).
 
     ``epoch`` is the number of finished epochs; ``extra`` holds plain metadata (arguments, metrics).
-    ``model`` may be wrapped in DDP or ``torch.compile``: the unwrapped module's state is saved.
+    ``model`` may be wrapped in DDP, DataParallel or ``torch.compile`` (any nesting): the state of the module inside
+    (timm's ``unwrap_model``) is saved.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "epoch": int(epoch),
-        "model": _unwrap(model).state_dict(),
+        "model": unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": capture_rng_state(generators),
@@ -109,21 +111,10 @@ def restore_checkpoint(
     restore_rng: bool = True,
 ) -> None:
     """:func:`load_checkpoint` for a payload already read with ``torch.load``."""
-    _unwrap(model).load_state_dict(payload["model"])
+    unwrap_model(model).load_state_dict(payload["model"])
     if optimizer is not None and payload["optimizer"] is not None:
         optimizer.load_state_dict(payload["optimizer"])
     if scheduler is not None and payload["scheduler"] is not None:
         scheduler.load_state_dict(payload["scheduler"])
     if restore_rng:
         restore_rng_state(payload["rng"], generators)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside any nesting of ``torch.compile`` and DDP / DataParallel wrappers (either order)."""
-    while True:
-        if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        else:
-            return model

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from numbers import Real
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from lightly_siamese_ext._validation import check_positive_int
+from lightly_siamese_ext._validation import check_float, check_normalize, check_positive_int
+from lightly_siamese_ext._validation import check_probability, check_range, check_rgb_images
 from lightly_siamese_ext.transforms import functional as BF
 from lightly_siamese_ext.transforms._generators import SeededGenerators
-from lightly_siamese_ext.transforms.simsiam import _check_normalize, _check_probability, _check_range
 
 __all__ = ["BatchedCropFlipTransform"]
 
@@ -48,18 +47,16 @@ class BatchedCropFlipTransform(SeededGenerators, nn.Module):
     ) -> None:
         super().__init__()
         self.input_size = check_positive_int(input_size, "input_size")
-        if isinstance(min_scale, bool) or not isinstance(min_scale, Real) or not 0.0 < min_scale <= 1.0:
-            raise ValueError(f"min_scale must be in (0, 1], got {min_scale!r}")
-        self.scale = (float(min_scale), 1.0)
-        self.ratio = _check_range(ratio, "ratio", 1e-6, float("inf"))
-        self.hf_prob = _check_probability(hf_prob, "hf_prob")
-        self.normalize = _check_normalize(normalize)
+        self.scale = (check_float(min_scale, "min_scale", 0.0, 1.0, exclusive_minimum=True), 1.0)
+        self.ratio = check_range(ratio, "ratio", 1e-6)
+        self.hf_prob = check_probability(hf_prob, "hf_prob")
+        self.normalize = check_normalize(normalize)
         self.seed = int(seed)
         self._generators: Dict[str, torch.Generator] = {}
 
     def forward(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """One augmented view (B, 3, input_size, input_size) of every image of ``images`` (B, 3, H, W)."""
-        BF.check_image_batch(images)
+        check_rgb_images(images)
         device = images.device
         gen = self._generator_for(images, generator)
         batch, _, height, width = images.shape

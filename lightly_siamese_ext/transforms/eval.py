@@ -8,8 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightly_siamese_ext._validation import check_normalize, check_positive_int
 from lightly_siamese_ext.transforms.functional import normalize, to_float_images
-from lightly_siamese_ext.transforms.simsiam import _check_normalize
 
 __all__ = ["BatchedEvalTransform"]
 
@@ -27,11 +27,8 @@ class BatchedEvalTransform(nn.Module):
     def __init__(self, input_size: Optional[int] = None,
                  normalize: Optional[Dict[str, Sequence[float]]] = None) -> None:
         super().__init__()
-        if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
-                                       or input_size < 1):
-            raise ValueError(f"input_size must be None or a positive int, got {input_size!r}")
-        self.input_size = input_size
-        self.normalize = _check_normalize(normalize)
+        self.input_size = None if input_size is None else check_positive_int(input_size, "input_size")
+        self.normalize = check_normalize(normalize)
 
     def forward(self, images: Tensor) -> Tensor:
         x = to_float_images(images)

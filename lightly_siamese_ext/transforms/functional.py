@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightly_siamese_ext._validation import check_image_batch as _check_image_batch
+from lightly_siamese_ext._validation import check_per_sample, check_rgb_images
 
 __all__ = [
     "adjust_brightness",
@@ -55,18 +55,6 @@ def fresh(name: str, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.d
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def check_image_batch(images: object, name: str = "images") -> Tensor:
-    """Checks that ``images`` is a uint8 or floating (B, 3, H, W) tensor."""
-    return _check_image_batch(images, name, in_chans=3, allow_uint8=True)
-
-
-def _check_per_sample(value: Tensor, name: str, batch_size: int, trailing: Tuple[int, ...] = ()) -> Tensor:
-    if not isinstance(value, Tensor) or tuple(value.shape) != (batch_size, *trailing):
-        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-        raise ValueError(f"{name} must be a tensor of shape {(batch_size, *trailing)} (one per sample), got {got}")
-    return value
-
-
 def _per_sample(value: Tensor, images: Tensor) -> Tensor:
     """(B,) -> (B, 1, 1, 1) in the images' dtype, for broadcasting."""
     return value.to(images.dtype).view(-1, 1, 1, 1)
@@ -74,7 +62,7 @@ def _per_sample(value: Tensor, images: Tensor) -> Tensor:
 
 def to_float_images(images: Tensor) -> Tensor:
     """uint8 (0..255) or float (0..1) ``(B, 3, H, W)`` -> float32 in [0, 1]."""
-    check_image_batch(images)
+    check_rgb_images(images)
     if images.dtype == torch.uint8:
         return images.to(torch.float32).mul_(1.0 / 255.0)
     return images.to(torch.float32)
@@ -184,7 +172,7 @@ def resized_crop(
         (B, C, size_h, size_w) float32, a new tensor.
     """
     out_h, out_w = (size, size) if isinstance(size, int) else size
-    _check_per_sample(boxes, "boxes", images.shape[0], (4,))
+    check_per_sample(boxes, "boxes", images.shape[0], (4,))
     return _resized_crop(images, boxes, out_h, out_w, horizontal_flip, vertical_flip, fresh)
 
 
@@ -221,19 +209,19 @@ def _resized_crop(
 
 def horizontal_flip(images: Tensor, apply: Tensor) -> Tensor:
     """Mirrors left-right the samples where ``apply`` (B,) is True."""
-    _check_per_sample(apply, "apply", images.shape[0])
+    check_per_sample(apply, "apply", images.shape[0])
     return torch.where(apply.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
 def vertical_flip(images: Tensor, apply: Tensor) -> Tensor:
     """Mirrors top-bottom the samples where ``apply`` (B,) is True."""
-    _check_per_sample(apply, "apply", images.shape[0])
+    check_per_sample(apply, "apply", images.shape[0])
     return torch.where(apply.view(-1, 1, 1, 1), images.flip(-2), images)
 
 
 def rotate90(images: Tensor, apply: Tensor) -> Tensor:
     """Rotates square images by 90 degrees counter-clockwise where ``apply`` (B,) is True."""
-    _check_per_sample(apply, "apply", images.shape[0])
+    check_per_sample(apply, "apply", images.shape[0])
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f"images must be square for rotate90, got shape {tuple(images.shape)}")
     return torch.where(apply.view(-1, 1, 1, 1), torch.rot90(images, k=1, dims=(-2, -1)), images)
@@ -245,7 +233,7 @@ def rotate(images: Tensor, angles: Tensor) -> Tensor:
     Nearest-neighbour sampling, zero fill, same size: torchvision's ``rotate`` defaults.
     """
     batch, _, height, width = images.shape
-    _check_per_sample(angles, "angles", batch)
+    check_per_sample(angles, "angles", batch)
     radians = angles.to(torch.float32).deg2rad()
     cos, sin = radians.cos(), radians.sin()
     # Inverse map from output to input, in normalised coordinates (x by W/2, y by H/2).
@@ -269,19 +257,19 @@ def _blend(images: Tensor, factors: Tensor, target: Tensor | float) -> Tensor:
 
 def adjust_brightness(images: Tensor, factors: Tensor) -> Tensor:
     """Scales each image by ``factors`` (B,), clamped to [0, 1]."""
-    _check_per_sample(factors, "factors", images.shape[0])
+    check_per_sample(factors, "factors", images.shape[0])
     return _blend(images, factors, 0.0)
 
 
 def adjust_contrast(images: Tensor, factors: Tensor) -> Tensor:
     """Blends each image with the mean of its grayscale by ``factors`` (B,)."""
-    _check_per_sample(factors, "factors", images.shape[0])
+    check_per_sample(factors, "factors", images.shape[0])
     return _blend(images, factors, rgb_to_grayscale(images).mean(dim=(-3, -2, -1), keepdim=True))
 
 
 def adjust_saturation(images: Tensor, factors: Tensor) -> Tensor:
     """Blends each image with its grayscale by ``factors`` (B,)."""
-    _check_per_sample(factors, "factors", images.shape[0])
+    check_per_sample(factors, "factors", images.shape[0])
     return _blend(images, factors, rgb_to_grayscale(images))
 
 
@@ -295,7 +283,7 @@ def adjust_hue(images: Tensor, factors: Tensor, inplace: bool = False) -> Tensor
     offset. Only arithmetic on single-channel planes: ``torch.where``, ``remainder``
     and broadcasts to three channels are several times slower on the CPU.
     """
-    _check_per_sample(factors, "factors", images.shape[0])
+    check_per_sample(factors, "factors", images.shape[0])
     out = images if inplace else images.clone()
     _adjust_hue_(out, factors, fresh)
     return out
@@ -349,8 +337,8 @@ def color_jitter(
     """
     batch = images.shape[0]
     for value, name in ((brightness, "brightness"), (contrast, "contrast"), (saturation, "saturation"), (hue, "hue")):
-        _check_per_sample(value, name, batch)
-    _check_per_sample(order, "order", batch, (4,))
+        check_per_sample(value, name, batch)
+    check_per_sample(order, "order", batch, (4,))
     out = images if inplace else images.clone()
     _color_jitter_(out, torch.stack((brightness, contrast, saturation), dim=1), hue, order, fresh)
     return out
@@ -393,7 +381,7 @@ def _gray_plane(images: Tensor, alloc: Allocator) -> Tensor:
 
 def grayscale(images: Tensor, apply: Tensor, inplace: bool = False) -> Tensor:
     """Replaces the samples where ``apply`` (B,) is True by their luma on all 3 channels."""
-    _check_per_sample(apply, "apply", images.shape[0])
+    check_per_sample(apply, "apply", images.shape[0])
     out = images if inplace else images.clone()
     _grayscale_(out, apply, fresh)
     return out
@@ -432,7 +420,7 @@ def gaussian_blur(images: Tensor, sigmas: Tensor, kernel_size: int) -> Tensor:
     per sample (separable kernel, reflect padding). ``sigma = 0`` leaves a sample
     unchanged.
     """
-    _check_per_sample(sigmas, "sigmas", images.shape[0])
+    check_per_sample(sigmas, "sigmas", images.shape[0])
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
     height, width = images.shape[-2:]

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import math
 import threading
-from numbers import Real
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor, nn
 
-from lightly_siamese_ext._validation import check_positive_int
+from lightly_siamese_ext._validation import (
+    check_float,
+    check_normalize,
+    check_positive_int,
+    check_probability,
+    check_range,
+    check_rgb_images,
+)
 from lightly_siamese_ext.transforms import functional as BF
 from lightly_siamese_ext.transforms._generators import SeededGenerators
 from lightly_siamese_ext.transforms._workspace import Workspace
@@ -19,41 +25,14 @@ from lightly_siamese_ext.transforms._workspace import Workspace
 __all__ = ["BatchedSimSiamTransform"]
 
 
-def _check_probability(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _check_normalize(normalize: object) -> Optional[Dict[str, Sequence[float]]]:
-    """None, or lightly's ``IMAGENET_NORMALIZE`` layout: {"mean": 3 values, "std": 3 positive values}."""
-    if normalize is None:
-        return None
-    if not isinstance(normalize, dict) or not {"mean", "std"} <= set(normalize):
-        raise ValueError(f"normalize must be None or a dict with 'mean' and 'std', got {normalize!r}")
-    for key in ("mean", "std"):
-        if len(normalize[key]) != 3:
-            raise ValueError(f"normalize['{key}'] must have 3 values (RGB), got {normalize[key]!r}")
-    if any(s <= 0 for s in normalize["std"]):
-        raise ValueError(f"normalize['std'] must be positive, got {normalize['std']!r}")
-    return normalize
-
-
-def _check_range(value: object, name: str, low: float, high: float) -> Tuple[float, float]:
-    if not isinstance(value, (tuple, list)) or len(value) != 2 or not low <= value[0] <= value[1] <= high:
-        raise ValueError(f"{name} must be a (min, max) pair with {low} <= min <= max <= {high}, got {value!r}")
-    return float(value[0]), float(value[1])
-
-
 def _rotation_range(rr_degrees: Union[None, float, Tuple[float, float]]) -> Optional[Tuple[float, float]]:
     """Lightly's convention: None = 90 degrees, x = [-x, x], (a, b) = [a, b]."""
     if rr_degrees is None:
         return None
-    if isinstance(rr_degrees, Real) and not isinstance(rr_degrees, bool):
-        if rr_degrees < 0:
-            raise ValueError(f"rr_degrees must be non-negative when a single number, got {rr_degrees!r}")
-        return -float(rr_degrees), float(rr_degrees)
-    return _check_range(rr_degrees, "rr_degrees", -math.inf, math.inf)
+    if isinstance(rr_degrees, (tuple, list)):
+        return check_range(rr_degrees, "rr_degrees")
+    degrees = check_float(rr_degrees, "rr_degrees", 0.0)
+    return -degrees, degrees
 
 
 class BatchedSimSiamTransform(SeededGenerators, nn.Module):
@@ -117,34 +96,28 @@ class BatchedSimSiamTransform(SeededGenerators, nn.Module):
     ) -> None:
         super().__init__()
         self.input_size = check_positive_int(input_size, "input_size")
-        self.cj_prob = _check_probability(cj_prob, "cj_prob")
-        if isinstance(cj_strength, bool) or not isinstance(cj_strength, Real) or cj_strength < 0:
-            raise ValueError(f"cj_strength must be a non-negative number, got {cj_strength!r}")
-        amounts = {}
-        for name, value in (("cj_bright", cj_bright), ("cj_contrast", cj_contrast), ("cj_sat", cj_sat)):
-            if isinstance(value, bool) or not isinstance(value, Real) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-            amounts[name] = float(cj_strength * value)
-        hue = cj_strength * cj_hue if isinstance(cj_hue, Real) and not isinstance(cj_hue, bool) else -1.0
-        if not 0.0 <= hue <= 0.5:
-            raise ValueError(f"cj_strength * cj_hue must be in [0, 0.5] (a fraction of a turn), got cj_hue={cj_hue!r}")
+        self.cj_prob = check_probability(cj_prob, "cj_prob")
+        strength = check_float(cj_strength, "cj_strength", 0.0)
+        amounts = {name: strength * check_float(value, name, 0.0)
+                   for name, value in (("cj_bright", cj_bright), ("cj_contrast", cj_contrast), ("cj_sat", cj_sat))}
+        hue = strength * check_float(cj_hue, "cj_hue", 0.0)
+        if hue > 0.5:
+            raise ValueError(f"cj_strength * cj_hue must be in [0, 0.5] (a fraction of a turn), got {hue!r}")
         # torchvision's ranges: factors U(max(0, 1 - a), 1 + a), hue U(-h, h).
         self.brightness = (max(0.0, 1.0 - amounts["cj_bright"]), 1.0 + amounts["cj_bright"])
         self.contrast = (max(0.0, 1.0 - amounts["cj_contrast"]), 1.0 + amounts["cj_contrast"])
         self.saturation = (max(0.0, 1.0 - amounts["cj_sat"]), 1.0 + amounts["cj_sat"])
         self.hue = (-float(hue), float(hue))
-        if isinstance(min_scale, bool) or not isinstance(min_scale, Real) or not 0.0 < min_scale <= 1.0:
-            raise ValueError(f"min_scale must be in (0, 1], got {min_scale!r}")
-        self.scale = (float(min_scale), 1.0)
-        self.random_gray_scale = _check_probability(random_gray_scale, "random_gray_scale")
-        self.gaussian_blur = _check_probability(gaussian_blur, "gaussian_blur")
-        self.sigmas = _check_range(sigmas, "sigmas", 0.0, math.inf)
+        self.scale = (check_float(min_scale, "min_scale", 0.0, 1.0, exclusive_minimum=True), 1.0)
+        self.random_gray_scale = check_probability(random_gray_scale, "random_gray_scale")
+        self.gaussian_blur = check_probability(gaussian_blur, "gaussian_blur")
+        self.sigmas = check_range(sigmas, "sigmas", 0.0)
         self.blur_kernel_size = 2 * math.ceil(3.0 * self.sigmas[1]) + 1
-        self.vf_prob = _check_probability(vf_prob, "vf_prob")
-        self.hf_prob = _check_probability(hf_prob, "hf_prob")
-        self.rr_prob = _check_probability(rr_prob, "rr_prob")
+        self.vf_prob = check_probability(vf_prob, "vf_prob")
+        self.hf_prob = check_probability(hf_prob, "hf_prob")
+        self.rr_prob = check_probability(rr_prob, "rr_prob")
         self.rr_range = _rotation_range(rr_degrees)
-        self.normalize = _check_normalize(normalize)
+        self.normalize = check_normalize(normalize)
         self.seed = int(seed)
         self._generators: Dict[str, torch.Generator] = {}
         self._workspaces: Dict[int, Workspace] = {}  # per thread, CPU temporaries kept between calls
@@ -160,7 +133,7 @@ class BatchedSimSiamTransform(SeededGenerators, nn.Module):
 
         ``generator`` (on the images' device) overrides this module's own.
         """
-        BF.check_image_batch(images)
+        check_rgb_images(images)
         device = images.device
         gen = self._generator_for(images, generator)
         batch, _, height, width = images.shape

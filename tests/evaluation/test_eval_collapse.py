@@ -87,7 +87,7 @@ def test_bad_input() -> None:
     monitor = CollapseMonitor()
     with pytest.raises(ValueError, match="call update"):
         monitor.compute()
-    with pytest.raises(ValueError, match="z must be 2-D"):
+    with pytest.raises(ValueError, match=r"z must have shape \(B, D\)"):
         monitor.update(torch.randn(8))
     with pytest.raises(TypeError, match="z must be a floating-point"):
         monitor.update(torch.ones(8, 4, dtype=torch.long))
@@ -96,5 +96,5 @@ def test_bad_input() -> None:
         monitor.compute()
     with pytest.raises(ValueError, match="z must have 4 columns"):
         monitor.update(torch.randn(8, 5))
-    with pytest.raises(ValueError, match="threshold must be a positive number"):
+    with pytest.raises(ValueError, match="threshold must be a finite number > 0"):
         CollapseMonitor(threshold=0.0)

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from lightly.utils.benchmarking import knn_predict
+from lightly.utils.benchmarking import knn_predict as lightly_knn_predict
 
-from lightly_siamese_ext.evaluation import extract_features, knn_accuracy, knn_predict_chunked
+from lightly_siamese_ext.evaluation import extract_features, knn_accuracy, knn_predict
 from lightly_siamese_ext.evaluation.knn import _topk_two_stage
 
 
@@ -25,19 +25,61 @@ def _num_voted_classes(query: torch.Tensor, bank: torch.Tensor, bank_labels: tor
     return [len(set(bank_labels[row.topk(k).indices].tolist())) for row in sim]
 
 
+def _lightly_inputs(query: torch.Tensor, bank: torch.Tensor) -> tuple:
+    """What lightly's knn_predict takes: normalised features, the bank as a (D, N) tensor."""
+    return F.normalize(query, dim=1), F.normalize(bank, dim=1).T.contiguous()
+
+
+def _assert_same_voted_classes(got: torch.Tensor, expected: torch.Tensor, voted: List[int]) -> None:
+    # Classes without a vote tie at score 0 and come in arbitrary order: compare the voted ones.
+    for row, count in enumerate(voted):
+        assert torch.equal(got[row, :count], expected[row, :count]), row
+        assert set(got[row].tolist()) == set(range(got.shape[1]))
+
+
 @pytest.mark.parametrize("chunk_size", [7, 33, 512])
 @pytest.mark.parametrize("k", [1, 20, 200])  # N / k = 600, 30: the two-stage neighbour search; 3: plain topk
-def test_matches_lightly_knn_predict(chunk_size: int, k: int) -> None:
+def test_knn_predict_is_lightlys_with_lightlys_arguments(chunk_size: int, k: int) -> None:
     query, _, bank, bank_labels = _data()
-    expected = knn_predict(
-        F.normalize(query, dim=1), F.normalize(bank, dim=1).T.contiguous(), bank_labels, 10, knn_k=k, knn_t=0.1
-    )
-    got = knn_predict_chunked(query, bank, bank_labels, num_classes=10, k=k, chunk_size=chunk_size)
+    feature, feature_bank = _lightly_inputs(query, bank)
+    expected = lightly_knn_predict(feature, feature_bank, bank_labels, 10, knn_k=k, knn_t=0.1)
+    got = knn_predict(feature, feature_bank, bank_labels, 10, knn_k=k, knn_t=0.1, chunk_size=chunk_size)
     assert got.shape == (70, 10) and got.dtype == torch.long
-    # Classes without a vote tie at score 0 and come in arbitrary order: compare the voted ones.
-    for row, voted in enumerate(_num_voted_classes(query, bank, bank_labels, k)):
-        assert torch.equal(got[row, :voted], expected[row, :voted]), row
-        assert set(got[row].tolist()) == set(range(10))
+    _assert_same_voted_classes(got, expected, _num_voted_classes(query, bank, bank_labels, k))
+
+
+def test_knn_predict_takes_the_bank_as_lightly_does_even_when_it_is_square() -> None:
+    # D == N: a bank in the other layout would run and be wrong; ours reads it as lightly does, (D, N).
+    query, _, bank, bank_labels = _data(num_bank=16, dim=16)
+    feature, feature_bank = _lightly_inputs(query, bank)
+    expected = lightly_knn_predict(feature, feature_bank, bank_labels, 10, knn_k=5)
+    got = knn_predict(feature, feature_bank, bank_labels, 10, knn_k=5)
+    _assert_same_voted_classes(got, expected, _num_voted_classes(query, bank, bank_labels, 5))
+    with pytest.raises(ValueError, match=r"feature_labels must have one entry per column of feature_bank \(15\), got 16"):
+        knn_predict(feature, feature_bank[:, :15], bank_labels, 10, knn_k=5)
+
+
+def test_knn_accuracy_normalises_rows_itself() -> None:
+    query, _, bank, bank_labels = _data()
+    predicted = lightly_knn_predict(*_lightly_inputs(query, bank), bank_labels, 10, knn_k=20)[:, 0]
+    scaled_bank = bank * torch.linspace(0.1, 3.0, 600)[:, None]  # similarities scaled per column, not the bank
+    unit_query, unit_bank = F.normalize(query, dim=1), F.normalize(bank, dim=1)
+    for q, b in ((query, bank), (query * 7.0, scaled_bank), (unit_query, unit_bank)):
+        assert knn_accuracy(q, predicted, b, bank_labels, 10, k=20, topk=(1,)) == {"top1": 1.0}
+    # normalize=False: the raw dot product, as lightly's knn_predict on the inputs as they are (|sim| <= 1 here:
+    # lightly's exp(sim / t) does not overflow).
+    short_bank = unit_bank * torch.linspace(0.2, 1.0, 600)[:, None]
+    raw = lightly_knn_predict(unit_query, short_bank.T.contiguous(), bank_labels, 10, knn_k=20)[:, 0]
+    assert not torch.equal(raw, predicted)
+    assert knn_accuracy(unit_query, raw, short_bank, bank_labels, 10, k=20, topk=(1,), normalize=False) == {"top1": 1.0}
+
+
+def test_small_temperature_stays_finite() -> None:
+    query, _, bank, bank_labels = _data()
+    feature, feature_bank = _lightly_inputs(query, bank)
+    # exp(sim / 0.001) overflows float32 in lightly's formula; here the nearest neighbour decides.
+    nearest = bank_labels[(feature @ feature_bank).argmax(dim=1)]
+    assert torch.equal(knn_predict(feature, feature_bank, bank_labels, 10, knn_k=20, knn_t=1e-3)[:, 0], nearest)
 
 
 @pytest.mark.parametrize("n", [400, 403, 1000])
@@ -63,28 +105,9 @@ def test_topk_two_stage_against_torch_topk(n: int) -> None:
         assert torch.equal(indices[row], expected_indices[row])
 
 
-def test_rows_scale_free_and_small_temperature_stays_finite() -> None:
-    query, _, bank, bank_labels = _data()
-    base = knn_predict_chunked(query, bank, bank_labels, 10, k=20)
-    scaled = knn_predict_chunked(query * 7.0, bank * torch.linspace(0.1, 3.0, 600)[:, None], bank_labels, 10, k=20)
-    assert torch.equal(base[:, 0], scaled[:, 0])
-    # exp(sim / 0.001) overflows float32 in lightly's formula; here the nearest neighbour decides.
-    nearest = bank_labels[(F.normalize(query, dim=1) @ F.normalize(bank, dim=1).T).argmax(dim=1)]
-    got = knn_predict_chunked(query, bank, bank_labels, 10, k=20, temperature=1e-3)
-    assert torch.equal(got[:, 0], nearest)
-
-
-def test_prenormalised_inputs_with_normalize_false() -> None:
-    query, _, bank, bank_labels = _data()
-    q, b = F.normalize(query, dim=1), F.normalize(bank, dim=1)
-    expected = knn_predict_chunked(query, bank, bank_labels, 10, k=20)[:, 0]  # scales similarities by 1 / |bank row|
-    assert torch.equal(knn_predict_chunked(q, b, bank_labels, 10, k=20, normalize=False)[:, 0], expected)
-    assert torch.equal(knn_predict_chunked(q, b, bank_labels, 10, k=20)[:, 0], expected)  # unit rows: no scaling
-
-
 def test_knn_accuracy_against_counting() -> None:
     query, query_labels, bank, bank_labels = _data(num_query=333)
-    predictions = knn_predict(F.normalize(query, dim=1), F.normalize(bank, dim=1).T, bank_labels, 10, knn_k=50)
+    predictions = lightly_knn_predict(*_lightly_inputs(query, bank), bank_labels, 10, knn_k=50)
     top1 = sum(int(p[0] == t) for p, t in zip(predictions, query_labels)) / 333
     top5 = sum(int(t in p[:5]) for p, t in zip(predictions, query_labels)) / 333
     got = knn_accuracy(query, query_labels, bank, bank_labels, 10, k=50, chunk_size=100)
@@ -106,24 +129,25 @@ def test_knn_accuracy_on_clusters_and_without_top5() -> None:
 @pytest.mark.parametrize(
     "change, error, match",
     [
-        (dict(k=601), ValueError, "k must be at most"),
-        (dict(k=0), ValueError, "k must be a positive int"),
-        (dict(num_classes=5), ValueError, "bank_labels must lie in"),
-        (dict(bank=torch.randn(600)), ValueError, "bank must be 2-D"),
-        (dict(query=torch.randn(70, 15)), ValueError, "query and bank must have the same feature dimension"),
-        (dict(query=torch.randint(0, 3, (70, 16))), TypeError, "query must be a floating-point"),
-        (dict(bank_labels=torch.zeros(600)), TypeError, "bank_labels must have an integer dtype"),
-        (dict(bank_labels=torch.zeros(599, dtype=torch.long)), ValueError, "bank_labels must have one entry"),
-        (dict(temperature=0.0), ValueError, "temperature must be a positive number"),
+        (dict(knn_k=601), ValueError, r"knn_k must be an int in \[1, 600\], got 601"),
+        (dict(knn_k=0), ValueError, r"knn_k must be an int in \[1, 600\], got 0"),
+        (dict(num_classes=5), ValueError, "feature_labels must lie in"),
+        (dict(feature_bank=torch.randn(600)), ValueError, r"feature_bank must have shape \(B, D\)"),
+        (dict(feature=torch.randn(70, 15)), ValueError, "feature and feature_bank must have the same feature"),
+        (dict(feature=torch.randint(0, 3, (70, 16))), TypeError, "feature must be a floating-point"),
+        (dict(feature_labels=torch.zeros(600)), TypeError, "feature_labels must hold integer class ids"),
+        (dict(feature_labels=torch.zeros(599, dtype=torch.long)), ValueError, "feature_labels must have one entry"),
+        (dict(knn_t=0.0), ValueError, "knn_t must be a finite number > 0"),
+        (dict(knn_t=float("nan")), ValueError, "knn_t must be a finite number > 0"),
         (dict(chunk_size=0), ValueError, "chunk_size must be a positive int"),
     ],
 )
 def test_bad_input(change: dict, error: type, match: str) -> None:
     query, _, bank, bank_labels = _data()
-    kwargs = dict(query=query, bank=bank, bank_labels=bank_labels, num_classes=10, k=20)
+    kwargs = dict(feature=query, feature_bank=bank.T, feature_labels=bank_labels, num_classes=10, knn_k=20)
     kwargs.update(change)
     with pytest.raises(error, match=match):
-        knn_predict_chunked(**kwargs)
+        knn_predict(**kwargs)
 
 
 def test_knn_accuracy_bad_input() -> None:
@@ -132,6 +156,8 @@ def test_knn_accuracy_bad_input() -> None:
         knn_accuracy(query, query_labels[:-1], bank, bank_labels, 10)
     with pytest.raises(ValueError, match="topk must contain a value <= num_classes"):
         knn_accuracy(query, query_labels, bank, bank_labels, 10, topk=(11,))
+    with pytest.raises(ValueError, match=r"k must be an int in \[1, 600\], got 601"):  # its own names
+        knn_accuracy(query, query_labels, bank, bank_labels, 10, k=601)
 
 
 class _Encoder(nn.Module):
@@ -193,8 +219,9 @@ def test_extract_features_bad_batches() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu() -> None:
     query, _, bank, bank_labels = _data(num_bank=2000)
-    cpu = knn_predict_chunked(query, bank, bank_labels, 10, k=50)
-    cuda = knn_predict_chunked(query.cuda(), bank.cuda(), bank_labels.cuda(), 10, k=50)
+    feature, feature_bank = _lightly_inputs(query, bank)
+    cpu = knn_predict(feature, feature_bank, bank_labels, 10, knn_k=50)
+    cuda = knn_predict(feature.cuda(), feature_bank.cuda(), bank_labels.cuda(), 10, knn_k=50)
     assert (cuda[:, 0].cpu() == cpu[:, 0]).float().mean() > 0.97  # TF32 / summation order may flip near-ties
 
 

@@ -77,13 +77,14 @@ def test_lr_is_scaled_by_batch_size() -> None:
         (dict(train_labels=torch.zeros(9, dtype=torch.long)), ValueError, "train_labels must have one entry"),
         (dict(test_features=torch.randn(5, 3)), ValueError, "must have the same feature dimension"),
         (dict(train_features=torch.ones(10, 4, dtype=torch.long)), TypeError, "train_features must be a floating"),
-        (dict(test_labels=torch.zeros(5)), TypeError, "test_labels must have an integer dtype"),
+        (dict(test_labels=torch.zeros(5)), TypeError, "test_labels must hold integer class ids"),
         (dict(test_labels=torch.full((5,), 3)), ValueError, r"must lie in \[0, 3\)"),
         (dict(num_classes=0), ValueError, "num_classes must be a positive int"),
         (dict(epochs=0), ValueError, "epochs must be a positive int"),
-        (dict(lr=-1.0), ValueError, "lr must be a positive number"),
-        (dict(weight_decay=-1.0), ValueError, "weight_decay must be a non-negative number"),
-        (dict(topk=5), ValueError, "topk must be a non-empty sequence"),
+        (dict(lr=-1.0), ValueError, "lr must be a finite number > 0"),
+        (dict(lr=float("inf")), ValueError, "lr must be a finite number > 0"),
+        (dict(weight_decay=-1.0), ValueError, "weight_decay must be a finite number >= 0"),
+        (dict(topk=5), TypeError, "topk must be a non-empty sequence"),
     ],
 )
 def test_bad_input(change: dict, error: type, match: str) -> None:

@@ -138,10 +138,10 @@ def test_perfect_clusters_score_one() -> None:
     [
         (dict(ks=(1, 20)), ValueError, r"ks entries must be at most 19"),
         (dict(ks=(0,)), ValueError, "every entry of ks must be a positive int"),
-        (dict(ks=4), ValueError, "ks must be a non-empty sequence"),
-        (dict(labels=torch.zeros(20)), TypeError, "labels must have an integer dtype"),
+        (dict(ks=4), TypeError, "ks must be a non-empty sequence"),
+        (dict(labels=torch.zeros(20)), TypeError, "labels must hold integer class ids"),
         (dict(labels=torch.zeros(19, dtype=torch.long)), ValueError, "labels must have one entry per row"),
-        (dict(labels=torch.zeros(20, 1, dtype=torch.long)), ValueError, "labels must be 1-D"),
+        (dict(labels=torch.zeros(20, 1, dtype=torch.long)), ValueError, "labels must be a 1-D tensor"),
         (dict(embeddings=torch.ones(20, 4, dtype=torch.int32)), TypeError, "embeddings must be a floating-point"),
         (dict(distance="manhattan"), ValueError, "distance must be one of"),
         (dict(reference_labels=torch.zeros(20, dtype=torch.long)), ValueError, "without reference_embeddings"),

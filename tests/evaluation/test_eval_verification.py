@@ -19,6 +19,13 @@ def test_auc_against_sklearn(decimals) -> None:
     assert pair_verification_auc(distances.double(), same.bool()) == pytest.approx(expected, abs=1e-12)
 
 
+def test_same_may_be_bool_integer_or_floating_as_the_contrastive_targets() -> None:
+    distances = torch.rand(20, generator=torch.Generator().manual_seed(3))
+    same = torch.arange(20) % 3 == 0
+    expected = pair_verification_auc(distances, same)
+    assert pair_verification_auc(distances, same.long()) == expected == pair_verification_auc(distances, same.float())
+
+
 def test_auc_extremes() -> None:
     same = torch.tensor([1, 1, 0, 0, 0])
     assert pair_verification_auc(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5]), same) == 1.0
@@ -30,13 +37,13 @@ def test_auc_extremes() -> None:
     "distances, same, error, match",
     [
         (torch.rand(4), torch.tensor([1, 1, 1, 1]), ValueError, "both kinds of pairs, got 4 same and 0 different"),
-        (torch.rand(4), torch.tensor([0, 1, 2, 0]), ValueError, "same must only hold 0 and 1"),
+        (torch.rand(4), torch.tensor([0, 1, 2, 0]), ValueError, r"same must hold 1 \(similar pair\) or 0"),
+        (torch.rand(4), torch.tensor([0.0, 1.0, 0.5, 0.0]), ValueError, r"same must hold 1 \(similar pair\) or 0"),
         (torch.tensor([0.1, float("nan"), 0.2, 0.3]), torch.tensor([0, 1, 1, 0]), ValueError, "must be finite"),
-        (torch.rand(4), torch.tensor([0, 1, 1]), ValueError, "same must have one entry per row of distances"),
+        (torch.rand(4), torch.tensor([0, 1, 1]), ValueError, r"same must have shape \(4,\), got shape \(3,\)"),
         (torch.tensor([1, 2, 3]), torch.tensor([0, 1, 1]), TypeError, "distances must be a floating-point"),
         (torch.rand(3, 1), torch.tensor([0, 1, 1]), ValueError, "distances must be 1-D"),
-        (torch.rand(3), torch.tensor([0.0, 1.0, 1.0]), TypeError, "same must have a bool or integer dtype"),
-        ([0.1, 0.2], torch.tensor([0, 1]), TypeError, "distances must be a floating-point torch.Tensor of shape"),
+        ([0.1, 0.2], torch.tensor([0, 1]), TypeError, r"distances must be a torch.Tensor of shape \(P,\), got list"),
     ],
 )
 def test_auc_bad_input(distances, same, error: type, match: str) -> None:

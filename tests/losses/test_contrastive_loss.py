@@ -134,20 +134,21 @@ def test_bad_configuration_raises_a_value_error_naming_the_argument(kwargs, mess
 
 
 @pytest.mark.parametrize(
-    "tensors, message",
+    "tensors, error, message",
     [
-        ((torch.randn(4, 3), torch.randn(5, 3), torch.ones(4)), "x0, x1 must have the same shape"),
-        ((torch.randn(4, 3), torch.randn(4, 3), torch.ones(5)), r"y must have shape \(4,\)"),
-        ((torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 1])), "y must hold 1.*or 0"),
-        ((torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0.0, 0.5, 1.0, 1.0])), "y must hold"),
-        ((torch.arange(12).view(4, 3), torch.randn(4, 3), torch.ones(4)), "x0.*floating"),
-        ((torch.randn(4, 3), torch.randn(4, 3)), "labels.*1-D"),
-        ((torch.randn(4, 3), torch.zeros(3, dtype=torch.long)), "labels.*length 4.*got length 3"),
-        ((torch.randn(4, 3).long(), torch.zeros(4, dtype=torch.long)), "embeddings.*floating"),
+        ((torch.randn(4, 3), torch.randn(5, 3), torch.ones(4)), ValueError, "x0, x1 must have the same shape"),
+        ((torch.randn(4, 3), torch.randn(4, 3), torch.ones(5)), ValueError, r"y must have shape \(4,\)"),
+        ((torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 1])), ValueError, "y must hold 1.*or 0"),
+        ((torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0.0, 0.5, 1.0, 1.0])), ValueError, "y must hold"),
+        ((torch.arange(12).view(4, 3), torch.randn(4, 3), torch.ones(4)), TypeError, "x0.*floating"),
+        ((torch.randn(4, 3), torch.randn(4, 3)), ValueError, "labels.*1-D"),
+        ((torch.randn(4, 3), torch.zeros(3, dtype=torch.long)), ValueError,
+         r"labels must have one entry per embedding \(4\), got 3"),
+        ((torch.randn(4, 3).long(), torch.zeros(4, dtype=torch.long)), TypeError, "embeddings.*floating"),
     ],
 )
-def test_bad_inputs_raise_a_value_error_naming_the_argument(tensors, message) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_bad_inputs_raise_an_error_naming_the_argument(tensors, error, message) -> None:
+    with pytest.raises(error, match=message):
         ContrastiveLoss()(*tensors)
 
 

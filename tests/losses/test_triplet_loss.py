@@ -206,30 +206,29 @@ def test_bad_configuration_raises_a_value_error_naming_the_argument(kwargs, mess
         TripletLoss(**kwargs)
 
 
-def test_bad_configuration_types_raise_type_errors() -> None:
+def test_bad_configuration_types_raise_type_errors_and_flags_are_read_as_truth_values() -> None:
     with pytest.raises(TypeError, match="margin"):
         TripletLoss(margin="0.2")
-    with pytest.raises(TypeError, match="soft_margin"):
-        TripletLoss(soft_margin=1)
-    with pytest.raises(TypeError, match="gather_distributed"):
-        TripletLoss(gather_distributed="yes")
+    assert TripletLoss(soft_margin=1).soft_margin is True and TripletLoss(gather_distributed=0).gather_distributed is False
 
 
 @pytest.mark.parametrize(
-    "tensors, message",
+    "tensors, error, message",
     [
-        ((torch.randn(4, 3), torch.zeros(5, dtype=torch.long)), "labels.*length 4.*got length 5"),
-        ((torch.randn(4, 3), torch.zeros(4, 1, dtype=torch.long)), "labels.*1-D"),
-        ((torch.randn(4, 3), torch.zeros(4)), "labels.*integer"),
-        ((torch.arange(12).view(4, 3), torch.zeros(4, dtype=torch.long)), "embeddings.*floating"),
-        ((torch.randn(4), torch.zeros(4, dtype=torch.long)), r"embeddings.*\(B, D\)"),
-        ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(4, 3)), "anchor, positive, negative.*same shape"),
-        ((torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 2)), "same shape"),
-        ((torch.randn(4, 3), torch.randn(4, 3), torch.arange(12).view(4, 3)), "negative.*floating"),
+        ((torch.randn(4, 3), torch.zeros(5, dtype=torch.long)), ValueError,
+         r"labels must have one entry per embedding \(4\), got 5"),
+        ((torch.randn(4, 3), torch.zeros(4, 1, dtype=torch.long)), ValueError, "labels.*1-D"),
+        ((torch.randn(4, 3), torch.zeros(4)), TypeError, "labels.*integer"),
+        ((torch.arange(12).view(4, 3), torch.zeros(4, dtype=torch.long)), TypeError, "embeddings.*floating"),
+        ((torch.randn(4), torch.zeros(4, dtype=torch.long)), ValueError, r"embeddings.*\(B, D\)"),
+        ((torch.randn(4, 3), torch.randn(5, 3), torch.randn(4, 3)), ValueError,
+         "anchor, positive, negative.*same shape"),
+        ((torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 2)), ValueError, "same shape"),
+        ((torch.randn(4, 3), torch.randn(4, 3), torch.arange(12).view(4, 3)), TypeError, "negative.*floating"),
     ],
 )
-def test_bad_inputs_raise_a_value_error_naming_the_argument(tensors, message) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_bad_inputs_raise_an_error_naming_the_argument(tensors, error, message) -> None:
+    with pytest.raises(error, match=message):
         TripletLoss()(*tensors)
 
 

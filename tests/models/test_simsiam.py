@@ -1,11 +1,9 @@
-import math
-
 import pytest
 import torch
 import torch.nn as nn
 from lightly.loss import NegativeCosineSimilarity
 
-from lightly_siamese_ext import CosineWarmupScheduler, SimSiam, SimSiamOutput, epoch_cosine_scheduler, simsiam_loss
+from lightly_siamese_ext import SimSiam, SimSiamOutput, simsiam_loss
 
 
 def _tiny_backbone() -> nn.Module:
@@ -79,36 +77,6 @@ def test_parameter_groups_cover_every_parameter_exactly_once() -> None:
         assert predictor["fix_lr"] is fix
 
 
-def test_scheduler_keeps_predictor_lr_fixed_and_decays_the_encoder() -> None:
-    model = _tiny_simsiam()
-    optimizer = torch.optim.SGD(model.parameter_groups(fix_predictor_lr=True), lr=0.1)
-    scheduler = CosineWarmupScheduler(optimizer, warmup_epochs=0, max_epochs=10, end_value=0.0)
-    lrs = []
-    for _ in range(9):
-        optimizer.step()
-        scheduler.step()
-        lrs.append([g["lr"] for g in optimizer.param_groups])
-    encoder_lrs = [lr[0] for lr in lrs]
-    assert encoder_lrs == sorted(encoder_lrs, reverse=True) and encoder_lrs[-1] == pytest.approx(0.0, abs=1e-12)
-    assert all(lr[1] == 0.1 for lr in lrs)
-
-
-def test_scheduler_without_fixed_groups_equals_lightlys() -> None:
-    from lightly.utils.scheduler import CosineWarmupScheduler as LightlyScheduler
-
-    lrs = []
-    for cls in (CosineWarmupScheduler, LightlyScheduler):
-        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
-        scheduler = cls(optimizer, warmup_epochs=2, max_epochs=10)
-        trace = []
-        for _ in range(10):
-            optimizer.step()
-            scheduler.step()
-            trace.append(optimizer.param_groups[0]["lr"])
-        lrs.append(trace)
-    assert lrs[0] == lrs[1]
-
-
 @pytest.mark.parametrize(
     "x0, x1, error, match",
     [
@@ -144,34 +112,3 @@ def test_bf16_autocast_is_close_to_float32() -> None:
     assert got.dtype == torch.bfloat16 and all(torch.isfinite(t).all() for t in out)
     cos = torch.nn.functional.cosine_similarity(got.float(), expected, dim=1)
     assert (cos > 0.99).all()
-
-
-def test_epoch_cosine_scheduler_is_the_papers_per_epoch_cosine_and_never_wastes_the_last_epoch() -> None:
-    epochs, base = 4, 0.2
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
-    scheduler = epoch_cosine_scheduler(optimizer, epochs)
-    trained_at = []
-    for _ in range(epochs):
-        trained_at.append(optimizer.param_groups[0]["lr"])  # the rate this epoch trains at
-        optimizer.step()
-        scheduler.step()
-    # SimSiam's adjust_learning_rate: init_lr * 0.5 * (1 + cos(pi * epoch / epochs)), epoch = 0 .. epochs - 1
-    expected = [base * 0.5 * (1 + math.cos(math.pi * e / epochs)) for e in range(epochs)]
-    assert trained_at == pytest.approx(expected, rel=1e-9)
-    assert min(trained_at) > 0.1 * base
-    # lightly's scheduler with max_epochs=epochs trains the last epoch at end_value (0).
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
-    lightly_like = CosineWarmupScheduler(optimizer, warmup_epochs=0, max_epochs=epochs, end_value=0.0)
-    for _ in range(epochs - 1):
-        optimizer.step()
-        lightly_like.step()
-    assert optimizer.param_groups[0]["lr"] == 0.0
-
-
-@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"epochs": 2.0}, {"epochs": 3, "warmup_epochs": 4},
-                                    {"epochs": 3, "warmup_epochs": -1}])
-def test_epoch_cosine_scheduler_rejects_bad_epochs(kwargs: dict) -> None:
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    name = "warmup_epochs" if "warmup_epochs" in kwargs else "epochs"
-    with pytest.raises(ValueError, match=f"^{name} must be"):
-        epoch_cosine_scheduler(optimizer, **kwargs)

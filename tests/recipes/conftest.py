@@ -11,6 +11,8 @@ from types import ModuleType
 import pytest
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+# What `python recipes/<name>.py` puts first on sys.path: the recipes import their shared modules (_cli, ...) from there.
+sys.path.insert(0, str(RECIPES))
 
 
 def load_recipe(name: str) -> ModuleType:

@@ -10,6 +10,7 @@ import torch.nn as nn
 
 import lightly_siamese_ext as lse
 from conftest import RECIPES, one_line_error
+from lightly_siamese_ext.training import save_checkpoint
 
 COMMON = ["--threads", "1", "--no-progress"]
 
@@ -114,7 +115,7 @@ def test_random_init_needs_the_flag_and_is_the_seeded_model(linear_eval_recipe, 
 
 def test_a_checkpoint_of_another_recipe_is_refused(linear_eval_recipe, tmp_path, capsys) -> None:
     other = tmp_path / "other.pt"
-    lse.training.save_checkpoint(other, model=nn.Linear(2, 2), epoch=1, extra={"args": {"epochs": 1}})
+    save_checkpoint(other, model=nn.Linear(2, 2), epoch=1, extra={"args": {"epochs": 1}})
     assert linear_eval_recipe.main(["--checkpoint", str(other), "--out-dir", str(tmp_path / "x")]) == 2
     assert "was not written by simsiam_cifar.py" in capsys.readouterr().err
 

@@ -8,8 +8,7 @@ import io
 
 import pytest
 
-from lightly_siamese_ext.training.cli import DefaultsHelpFormatter, recipe_parser
-
+from _cli import DefaultsHelpFormatter, recipe_parser
 from conftest import load_recipe
 
 RECIPE_NAMES = ["simsiam_cifar", "linear_eval", "siamese_pairs", "triplet_retrieval"]
@@ -26,10 +25,10 @@ def test_every_option_has_help_that_shows_its_default(name: str) -> None:
     for action in _options(parser):
         assert action.help and action.help.strip(), f"{name}: {action.option_strings[0]} has no help"
         text = formatter._expand_help(action)
-        if action.default not in (None, False, []):
+        if action.default not in (None, False, [], {}):
             assert f"default: {action.default}" in text, f"{name}: {action.option_strings[0]}: {text!r}"
         # None means "derived at run time": the help must then say what it becomes, not "(default: None)".
-        assert "(default: None)" not in text and "(default: [])" not in text
+        assert "(default: None)" not in text and "(default: [])" not in text and "(default: {})" not in text
 
 
 @pytest.mark.parametrize("name", RECIPE_NAMES)

@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 import lightly_siamese_ext as lse
 from conftest import RECIPES, one_line_error
 from lightly_siamese_ext.data import load_digits_arrays
+from lightly_siamese_ext.evaluation import sample_one_shot_trials
 
 # Seconds on a CPU: timm's tiny test_resnet (0.4 M parameters), 8px digits, 128 training images, a narrow head,
 # 20 held-out images per class.
@@ -78,7 +79,7 @@ def test_held_out_metrics_match_a_recomputation_from_the_checkpoint(straight_run
     assert roc_auc_score(same, -distances.numpy()) == pytest.approx(summary["trained"]["auc"], abs=1e-4)
 
     # One-shot: the recipe's trials (seeded), scored by a loop here.
-    queries, supports = lse.sample_one_shot_trials(labels, 3, 300, torch.Generator().manual_seed(args["seed"]))
+    queries, supports = sample_one_shot_trials(labels, 3, 300, torch.Generator().manual_seed(args["seed"]))
     correct = 0
     for query, support in zip(queries.tolist(), supports.tolist()):
         distance = [float((embeddings[query] - embeddings[s]).norm()) for s in support]
@@ -157,4 +158,4 @@ def test_backbone_kwargs_reach_timm_and_the_checkpoint(siamese_recipe, tmp_path)
                                  "--out-dir", str(tmp_path)]) == 0
     payload = torch.load(tmp_path / "last.pt", weights_only=True)
     assert payload["model"]["embedding_head.layers.0.weight"].shape == (16, 24)
-    assert payload["extra"]["args"]["backbone_kwargs"] == ["channels=(8,8,8,24)"]
+    assert payload["extra"]["args"]["backbone_kwargs"] == {"channels": (8, 8, 8, 24)}

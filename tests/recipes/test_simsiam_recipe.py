@@ -71,7 +71,7 @@ def test_backbone_kwargs_reach_timm_and_the_checkpoint(simsiam_recipe, linear_ev
     assert simsiam_recipe.main([*TINY, "--epochs", "1", "--linear-epochs", "0", "--backbone-kwargs", *kwargs,
                                 "--out-dir", str(out)]) == 0
     payload = torch.load(out / "last.pt", weights_only=True)
-    assert payload["extra"]["args"]["backbone_kwargs"] == kwargs
+    assert payload["extra"]["args"]["backbone_kwargs"] == {"channels": (8, 16, 32, 64), "zero_init_last": False}
     weights = payload["model"]
     assert weights["backbone.layer4.1.conv2.weight"].shape == (64, 64, 3, 3)  # timm got the narrow channels
     assert weights["projection_head.layers.0.weight"].shape[1] == 64
@@ -84,6 +84,11 @@ def test_backbone_kwargs_reach_timm_and_the_checkpoint(simsiam_recipe, linear_ev
                                     "--no-progress", "--out-dir", str(tmp_path / "linear")]) == 0
     assert linear_eval_recipe.main(["--checkpoint", str(out / "last.pt"), "--backbone-kwargs", "drop_rate=0.1",
                                     "--out-dir", str(tmp_path / "refused")]) == 2
+    # A checkpoint written before the recipes parsed --backbone-kwargs into a dict holds the KEY=VALUE list.
+    payload["extra"]["args"]["backbone_kwargs"] = kwargs
+    torch.save(payload, tmp_path / "old_format.pt")
+    assert linear_eval_recipe.main(["--checkpoint", str(tmp_path / "old_format.pt"), "--epochs", "1", "--threads",
+                                    "1", "--no-progress", "--out-dir", str(tmp_path / "old")]) == 0
 
 
 def test_lightly_pipeline_trains_on_lightlys_views(simsiam_recipe, tmp_path) -> None:

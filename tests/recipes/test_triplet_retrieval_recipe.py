@@ -121,4 +121,4 @@ def test_backbone_kwargs_reach_timm_and_the_checkpoint(triplet_recipe, tmp_path)
                                  "--out-dir", str(tmp_path)]) == 0
     payload = torch.load(tmp_path / "last.pt", weights_only=True)
     assert payload["model"]["embedding_head.layers.0.weight"].shape == (16, 24)
-    assert payload["extra"]["args"]["backbone_kwargs"] == ["channels=(8,8,8,24)"]
+    assert payload["extra"]["args"]["backbone_kwargs"] == {"channels": (8, 8, 8, 24)}

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lightly_siamese_ext import CosineWarmupScheduler, SimSiam
+from lightly_siamese_ext import SimSiam, epoch_cosine_scheduler
 from lightly_siamese_ext.training import load_checkpoint, save_checkpoint, simsiam_train_step
 from lightly_siamese_ext.training.checkpoint import capture_rng_state, restore_rng_state
 
@@ -15,7 +15,7 @@ def _setup(seed: int = 0):
     backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     model = SimSiam(backbone, proj_dim=8, pred_hidden_dim=4)
     optimizer = torch.optim.SGD(model.parameter_groups(fix_predictor_lr=True), lr=0.1, momentum=0.9)
-    scheduler = CosineWarmupScheduler(optimizer, warmup_epochs=1, max_epochs=6)
+    scheduler = epoch_cosine_scheduler(optimizer, 6, warmup_epochs=1)
     generator = torch.Generator().manual_seed(seed)
     return model, optimizer, scheduler, generator
 

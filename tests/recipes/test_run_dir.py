@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from _run_dir import prepare_run_dir
 from lightly_siamese_ext.training import save_checkpoint
-from lightly_siamese_ext.training.run_dir import prepare_run_dir
 
 
 def test_fresh_run_creates_the_folder_and_starts_at_epoch_0(tmp_path) -> None:

@@ -1,25 +1,16 @@
-"""What the recipes' command-line entry points share: user errors as one line, and the loud embedded-data notice."""
+"""The recipes' command lines: shared argument groups, their checks, and user errors reported as one line."""
 
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, TextIO, TypeVar
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, TextIO, TypeVar
 
 import torch
-
-__all__ = ["MAY_CHANGE_ON_RESUME", "USER_ERRORS", "DefaultsHelpFormatter", "add_data_arguments", "add_run_arguments",
-           "check_at_least", "check_run_arguments", "check_warmup_epochs", "checkpointable_args",
-           "create_with_backbone_kwargs", "embedded_data_notice", "parse_key_values", "recipe_parser", "run_cli"]
+from timm.utils import ParseKwargs
 
 Model = TypeVar("Model")
-
-# The arguments of add_data_arguments and add_run_arguments that a --resume may change: where the data and the run
-# are, and how the run executes; the seed and every training argument must match the checkpoint's.
-MAY_CHANGE_ON_RESUME = ("data_dir", "download", "cache_dir", "out_dir", "resume", "stop_after_epoch", "device",
-                        "precision", "threads")
 
 # What a user's arguments or data can cause: reported as one line, without a traceback. Anything else is a bug and
 # keeps its traceback.
@@ -40,14 +31,14 @@ def run_cli(fn: Callable[[], None], stderr: Optional[TextIO] = None) -> int:
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with every option's default: appended as ``(default: X)`` unless the help already states one.
-    None (the recipe derives the value at run time, which its help then says), False flags and empty lists are
-    left out rather than shown as ``(default: None)``."""
+    None (the recipe derives the value at run time, which its help then says), False flags and empty lists or
+    dicts are left out rather than shown as ``(default: None)``."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
         if ("default" in text or not action.option_strings or default is argparse.SUPPRESS or default is None
-                or default is False or default == []):
+                or default is False or default == [] or default == {}):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -58,12 +49,44 @@ def recipe_parser(doc: Optional[str]) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=(doc or "").split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
 
 
-def embedded_data_notice(what: str) -> str:
-    """A banner saying that the run fell back to the embedded digits, ``what`` naming the run (e.g. "a SMOKE RUN of
-    the pipeline (6 epochs, 8px)")."""
-    bar = "!" * 78
-    return (f"{bar}\n!! No data found (use --data-dir, or --download when online): falling back to the\n"
-            f"!! EMBEDDED scikit-learn digits. This is {what},\n!! not a CIFAR-10 result.\n{bar}")
+class BackboneKwargs(ParseKwargs):
+    """timm's ``--model-kwargs`` action (``KEY=VALUE`` pairs, values Python literals, else strings), with a
+    ValueError naming the option for a pair that is not ``KEY=VALUE`` with an identifier KEY (timm's action fails
+    with an unpacking error there); parse inside :func:`run_cli` to report it as one line."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        for item in values:
+            key, sep, _ = item.partition("=")
+            if not sep or not key.isidentifier():
+                raise ValueError(f"{option_string} takes KEY=VALUE pairs with KEY a Python identifier, got {item!r}")
+        super().__call__(parser, namespace, values, option_string)
+
+
+def add_backbone_arguments(group: "argparse._ArgumentGroup", default: str = "resnet18_cifar",
+                           backbone_help: str = "any timm model name",
+                           kwargs_help: str = "passed to timm.create_model, e.g. zero_init_last=False "
+                                              "\"channels=(32,64,128,256)\"") -> None:
+    """``--backbone`` and ``--backbone-kwargs`` (a dict, see :class:`BackboneKwargs`)."""
+    group.add_argument("--backbone", default=default, help=backbone_help)
+    group.add_argument("--backbone-kwargs", nargs="*", default={}, action=BackboneKwargs, metavar="KEY=VALUE",
+                       help=kwargs_help)
+
+
+def create_with_backbone_kwargs(factory: Callable[..., Model], backbone: str, backbone_kwargs: Mapping[str, Any],
+                                **kwargs: Any) -> Model:
+    """``factory(backbone, **kwargs, **backbone_kwargs)``. timm reports a keyword the model does not take (a
+    TypeError) or a value it cannot build with (e.g. an AttributeError for too few ``channels``) deep in its
+    builder: with ``backbone_kwargs`` given, that becomes a ValueError naming ``--backbone-kwargs``."""
+    try:
+        return factory(backbone, **kwargs, **backbone_kwargs)
+    except ValueError:
+        raise  # already names what is wrong
+    except Exception as error:
+        if not backbone_kwargs:
+            raise
+        given = " ".join(f"{key}={value!r}" for key, value in backbone_kwargs.items())
+        raise ValueError(f"--backbone-kwargs {given} do not fit --backbone {backbone}: {error}") from error
 
 
 def add_data_arguments(
@@ -104,6 +127,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, out_dir: str) -> "argpars
     return group
 
 
+def fill_defaults(args: argparse.Namespace, defaults: Mapping[str, Any]) -> None:
+    """Sets every argument named in ``defaults`` that is still None (not given) to its value there."""
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
 def check_at_least(args: argparse.Namespace, minimum: int, *names: str) -> None:
     """ValueError naming the first option of ``names`` (argparse dests) below ``minimum``; None (not given) passes."""
     for name in names:
@@ -131,34 +161,18 @@ def checkpointable_args(args: argparse.Namespace) -> Dict[str, Any]:
     return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
 
 
-def parse_key_values(items: Sequence[str], name: str) -> Dict[str, Any]:
-    """``["zero_init_last=False", "drop_path_rate=0.1"]`` -> ``{"zero_init_last": False, "drop_path_rate": 0.1}``,
-    like timm's ``--model-kwargs``. Values are Python literals; anything else stays a string. ``name`` is the
-    command-line argument that errors name."""
-    parsed: Dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise ValueError(f"{name} takes KEY=VALUE pairs with KEY a Python identifier, got {item!r}")
-        try:
-            parsed[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            parsed[key] = text
-    return parsed
+def embedded_data_notice(what: str) -> str:
+    """A banner saying that the run fell back to the embedded digits, ``what`` naming the run (e.g. "a SMOKE RUN of
+    the pipeline (6 epochs, 8px)")."""
+    bar = "!" * 78
+    return (f"{bar}\n!! No data found (use --data-dir, or --download when online): falling back to the\n"
+            f"!! EMBEDDED scikit-learn digits. This is {what},\n!! not a CIFAR-10 result.\n{bar}")
 
 
-def create_with_backbone_kwargs(factory: Callable[..., Model], backbone: str, backbone_kwargs: Sequence[str],
-                                **kwargs: Any) -> Model:
-    """``factory(backbone, **kwargs, **parse_key_values(backbone_kwargs))``. timm reports a keyword the model does
-    not take (a TypeError) or a value it cannot build with (e.g. an AttributeError for too few ``channels``) deep in
-    its builder: with ``backbone_kwargs`` given, that becomes a ValueError naming ``--backbone-kwargs``."""
-    parsed = parse_key_values(backbone_kwargs, "--backbone-kwargs")
-    try:
-        return factory(backbone, **kwargs, **parsed)
-    except ValueError:
-        raise  # already names what is wrong
-    except Exception as error:
-        if not parsed:
-            raise
-        raise ValueError(f"--backbone-kwargs {' '.join(backbone_kwargs)} do not fit --backbone {backbone}: {error}") \
-            from error
+def print_report(title: str, lines: Sequence[str]) -> None:
+    """The end-of-run report: ``title`` and ``lines`` between two rules."""
+    print("\n" + "=" * 78)
+    print(title)
+    for line in lines:
+        print(line)
+    print("=" * 78, flush=True)

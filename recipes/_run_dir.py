@@ -7,12 +7,14 @@ from typing import Any, Collection, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-from lightly_siamese_ext.training.checkpoint import restore_checkpoint
-
-__all__ = ["CHECKPOINT_NAME", "check_run_dir", "prepare_run_dir"]
+from lightly_siamese_ext.training import restore_checkpoint
 
 CHECKPOINT_NAME = "last.pt"
 
+# The arguments of _cli.add_data_arguments and add_run_arguments that a --resume may change: where the data and the
+# run are, and how the run executes; the seed and every training argument must match the checkpoint's.
+MAY_CHANGE_ON_RESUME = ("data_dir", "download", "cache_dir", "out_dir", "resume", "stop_after_epoch", "device",
+                        "precision", "threads")
 
 def check_run_dir(
     out_dir: Union[str, Path],

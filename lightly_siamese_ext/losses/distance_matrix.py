@@ -1,17 +1,5 @@
-"""Distances between embeddings: paired (B,), pairwise (B, C), and a pairwise matrix that is computed once without
-autograd yet still passes exact gradients to the embeddings.
-
-Conventions for every function here:
-
-- ``"euclidean"``: ``||x - y||_2``, with a square root whose gradient at 0 is 0 (not NaN or inf), so identical
-  embeddings give finite gradients.
-- ``"squared_euclidean"``: ``||x - y||_2^2``.
-- ``"cosine"``: ``1 - cos(x, y)``, in [0, 2].
-
-Pairwise matrices use the Gram form ``|x|^2 + |y|^2 - 2 x.y`` on embeddings centred on their mean (distances do not
-change under a shift, and centring keeps the cancellation error small when the batch sits far from the origin,
-as a collapsing network's does), clamped at 0, with an exact zero diagonal for the distance of a batch to itself.
-"""
+"""The (B, B) distance matrix of a batch for losses over many pairs: computed once without autograd, yet passing
+exact gradients to the embeddings; and the fused distances of each row to a few chosen partners."""
 
 from __future__ import annotations
 
@@ -22,57 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lightly_siamese_ext.losses._checks import check_choice, check_embeddings, check_same_shape
+from lightly_siamese_ext._validation import check_choice, check_embeddings
+from lightly_siamese_ext.distances import DISTANCES, NORM_EPS
 
-DISTANCES = ("euclidean", "squared_euclidean", "cosine")
-
-__all__ = ["DISTANCES", "DistanceMatrix", "paired_distances", "pairwise_distances", "safe_sqrt"]
-
-_NORM_EPS = 1e-12  # as in torch.nn.functional.normalize
-
-
-def safe_sqrt(x: Tensor) -> Tensor:
-    """``sqrt(x)`` for ``x > 0`` and 0 elsewhere, with gradient 0 (not inf or NaN) where ``x <= 0``."""
-    positive = x > 0
-    return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
-
-
-def paired_distances(x: Tensor, y: Tensor, distance: str = "euclidean") -> Tensor:
-    """Row-wise distances (B,) between ``x`` (B, D) and ``y`` (B, D), from the differences (no Gram-form error)."""
-    check_choice(distance, "distance", DISTANCES)
-    check_same_shape((check_embeddings(x, "x"), check_embeddings(y, "y")), ("x", "y"))
-    if distance == "cosine":
-        return (1.0 - F.cosine_similarity(x, y, dim=1, eps=1e-8)).clamp(0.0, 2.0)
-    difference = x - y
-    if distance == "squared_euclidean":
-        return difference.square().sum(dim=1)
-    return torch.linalg.vector_norm(difference, dim=1)  # its gradient at 0 is 0
-
-
-def pairwise_distances(x: Tensor, y: Optional[Tensor] = None, distance: str = "euclidean") -> Tensor:
-    """Distances (B, C) between every row of ``x`` (B, D) and every row of ``y`` (C, D) (``y=None``: ``x`` itself,
-    with an exactly zero diagonal). Differentiable; for a loss over the whole matrix see :class:`DistanceMatrix`."""
-    check_choice(distance, "distance", DISTANCES)
-    check_embeddings(x, "x")
-    same = y is None
-    if y is not None:
-        check_embeddings(y, "y")
-        if y.shape[1] != x.shape[1]:
-            raise ValueError(f"x and y must have the same feature size, got {x.shape[1]} and {y.shape[1]}")
-    if distance == "cosine":
-        xn = F.normalize(x, dim=1, eps=_NORM_EPS)
-        yn = xn if y is None else F.normalize(y, dim=1, eps=_NORM_EPS)
-        dist = (1.0 - xn @ yn.T).clamp(0.0, 2.0)
-    else:
-        center = x.detach().mean(dim=0)  # any common shift leaves the distances unchanged
-        xc = x - center
-        yc = xc if y is None else y - center
-        dist = _squared_from_gram(xc, yc)
-        if distance == "euclidean":
-            dist = safe_sqrt(dist)
-    if same:
-        dist = dist.masked_fill(torch.eye(x.shape[0], dtype=torch.bool, device=x.device), 0.0)
-    return dist
+__all__ = ["ORDERING_SCORE_BOUND", "DistanceMatrix", "add_ordering_scores_", "distances_to_rows"]
 
 
 def distances_to_rows(x: Tensor, partners: Tensor, distance: str) -> Tensor:
@@ -84,7 +25,7 @@ def distances_to_rows(x: Tensor, partners: Tensor, distance: str) -> Tensor:
     half the squared distances of the unit vectors.
     """
     if distance == "cosine":
-        return 0.5 * _DistancesToRows.apply(F.normalize(x, dim=1, eps=_NORM_EPS), partners, True)
+        return 0.5 * _DistancesToRows.apply(F.normalize(x, dim=1, eps=NORM_EPS), partners, True)
     return _DistancesToRows.apply(x, partners, distance == "squared_euclidean")
 
 
@@ -125,7 +66,7 @@ def add_ordering_scores_(out: Tensor, x: Tensor, distance: str, scale: float = 1
     with torch.no_grad():
         x = x.detach()
         if distance == "cosine":
-            unit = F.normalize(x, dim=1, eps=_NORM_EPS)
+            unit = F.normalize(x, dim=1, eps=NORM_EPS)
             return out.addmm_(unit, unit.T, beta=scale, alpha=-1.0)
         centred = x - x.mean(dim=0)
         squared_norms = centred.pow(2).sum(dim=1)
@@ -135,12 +76,6 @@ def add_ordering_scores_(out: Tensor, x: Tensor, distance: str, scale: float = 1
             squared_norms /= norm_scale
         torch.add(squared_norms.unsqueeze(0), out, alpha=scale, out=out)
         return out.addmm_(centred, centred.T, alpha=-2.0)
-
-
-def _squared_from_gram(xc: Tensor, yc: Tensor) -> Tensor:
-    sq_x = xc.pow(2).sum(dim=1)
-    sq_y = sq_x if yc is xc else yc.pow(2).sum(dim=1)
-    return torch.addmm(sq_y.unsqueeze(0), xc, yc.T, alpha=-2.0).add_(sq_x.unsqueeze(1)).clamp_(min=0.0)
 
 
 class DistanceMatrix:
@@ -164,7 +99,7 @@ class DistanceMatrix:
         with torch.no_grad():
             x = embeddings.detach()
             if distance == "cosine":
-                self._norms = x.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)
+                self._norms = x.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
                 self._coords = x / self._norms
                 self.values = torch.mm(self._coords, self._coords.T).neg_().add_(1.0).clamp_(0.0, 2.0)
             else:

@@ -2,7 +2,8 @@ import pytest
 import torch
 from _loss_testing import distance as brute_distance
 
-from lightly_siamese_ext.losses import DISTANCES, DistanceMatrix, paired_distances, pairwise_distances, safe_sqrt
+from lightly_siamese_ext.distances import DISTANCES, paired_distances, pairwise_distances, safe_sqrt
+from lightly_siamese_ext.losses.distance_matrix import DistanceMatrix
 
 
 def _points(n=7, dim=4, seed=0, dtype=torch.float64):
@@ -93,12 +94,12 @@ def test_distance_matrix_without_grad_returns_the_rows_unchanged() -> None:
     assert matrix.with_gradient(rows, torch.zeros(7, 7, dtype=x.dtype)) is rows
 
 
-def test_bad_inputs_raise_value_errors_naming_the_argument() -> None:
+def test_bad_inputs_raise_errors_naming_the_argument() -> None:
     with pytest.raises(ValueError, match="distance must be one of"):
         paired_distances(torch.randn(3, 2), torch.randn(3, 2), "l1")
     with pytest.raises(ValueError, match="x, y must have the same shape"):
         paired_distances(torch.randn(3, 2), torch.randn(4, 2))
     with pytest.raises(ValueError, match="feature size"):
         pairwise_distances(torch.randn(3, 2), torch.randn(4, 3))
-    with pytest.raises(ValueError, match="embeddings.*floating"):
+    with pytest.raises(TypeError, match="embeddings.*floating"):
         DistanceMatrix(torch.ones(3, 2, dtype=torch.long))

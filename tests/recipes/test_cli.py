@@ -1,9 +1,16 @@
+import argparse
 import io
 
 import pytest
 
-from lightly_siamese_ext.training.cli import (add_data_arguments, checkpointable_args, embedded_data_notice,
-                                             parse_key_values, run_cli)
+from _cli import (add_backbone_arguments, add_data_arguments, checkpointable_args, create_with_backbone_kwargs,
+                  embedded_data_notice, run_cli)
+
+
+def _backbone_kwargs(*items: str) -> dict:
+    parser = argparse.ArgumentParser()
+    add_backbone_arguments(parser)  # type: ignore[arg-type]  # a parser takes arguments as a group does
+    return parser.parse_args(["--backbone-kwargs", *items]).backbone_kwargs
 
 
 @pytest.mark.parametrize("error", [ValueError("bad --x\nsecond line"), FileNotFoundError("bad --x"),
@@ -53,40 +60,43 @@ def test_data_arguments_default_to_none_when_inherited() -> None:
     assert inheriting.parse_args(["--download"]).download is True
 
 
-def test_key_values_are_python_literals_or_strings() -> None:
-    parsed = parse_key_values(["zero_init_last=False", "drop_path_rate=0.1", "channels=(8, 16)", "act_layer=gelu",
-                               "depth=3", "name="], "--backbone-kwargs")
+def test_backbone_kwargs_are_timms_model_kwargs_python_literals_or_strings() -> None:
+    from timm.utils import ParseKwargs
+
+    items = ["zero_init_last=False", "drop_path_rate=0.1", "channels=(8, 16)", "act_layer=gelu", "depth=3", "name="]
+    parsed = _backbone_kwargs(*items)
     assert parsed == {"zero_init_last": False, "drop_path_rate": 0.1, "channels": (8, 16), "act_layer": "gelu",
                       "depth": 3, "name": ""}
-    assert type(parsed["depth"]) is int and parse_key_values([], "--x") == {}
+    assert type(parsed["depth"]) is int and _backbone_kwargs() == {}
+    timm_parser = argparse.ArgumentParser()  # the oracle: timm's own --model-kwargs action
+    timm_parser.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs)
+    assert timm_parser.parse_args(["--model-kwargs", *items]).model_kwargs == parsed
 
 
 @pytest.mark.parametrize("item", ["no_equals", "=1", "two words=1", "1x=2"])
-def test_malformed_key_values_name_the_argument(item: str) -> None:
+def test_malformed_backbone_kwargs_name_the_option(item: str) -> None:
     with pytest.raises(ValueError, match=r"--backbone-kwargs takes KEY=VALUE"):
-        parse_key_values([item], "--backbone-kwargs")
+        _backbone_kwargs(item)
 
 
-def test_create_with_backbone_kwargs_parses_them_and_names_them_when_they_do_not_fit() -> None:
+def test_create_with_backbone_kwargs_names_them_when_they_do_not_fit() -> None:
     import timm
 
-    from lightly_siamese_ext.training.cli import create_with_backbone_kwargs  # the package import registers the models
+    import lightly_siamese_ext  # noqa: F401  # registers the CIFAR models
 
-    model = create_with_backbone_kwargs(timm.create_model, "resnet18_cifar", ["num_classes=0", "channels=(8,8,8,16)"])
+    model = create_with_backbone_kwargs(timm.create_model, "resnet18_cifar",
+                                        {"num_classes": 0, "channels": (8, 8, 8, 16)})
     assert model.num_classes == 0 and model.num_features == 16
     with pytest.raises(ValueError, match=r"--backbone-kwargs chanels=\(8,\) do not fit --backbone resnet18_cifar"):
-        create_with_backbone_kwargs(timm.create_model, "resnet18_cifar", ["chanels=(8,)"])
-    with pytest.raises(ValueError, match="--backbone-kwargs takes KEY=VALUE"):
-        create_with_backbone_kwargs(timm.create_model, "resnet18_cifar", ["16"])
+        create_with_backbone_kwargs(timm.create_model, "resnet18_cifar", {"chanels": (8,)})
 
 
 def test_backbone_kwargs_that_break_the_builder_are_named_and_other_value_errors_pass() -> None:
     import lightly_siamese_ext as lse
-    from lightly_siamese_ext.training.cli import create_with_backbone_kwargs
 
     # Two stages where CifarResNet has four: building SimSiam on it fails with an AttributeError, not a TypeError.
-    with pytest.raises(ValueError, match=r"--backbone-kwargs channels=\(8,16\) do not fit --backbone resnet18_cifar"):
-        create_with_backbone_kwargs(lse.SimSiam, "resnet18_cifar", ["channels=(8,16)"])
+    with pytest.raises(ValueError, match=r"--backbone-kwargs channels=\(8, 16\) do not fit --backbone resnet18_cifar"):
+        create_with_backbone_kwargs(lse.SimSiam, "resnet18_cifar", {"channels": (8, 16)})
     with pytest.raises(ValueError, match="must be a positive int, got 0") as caught:  # the model's own error
-        create_with_backbone_kwargs(lse.SimSiam, "resnet18_cifar", ["zero_init_last=False"], proj_dim=0)
+        create_with_backbone_kwargs(lse.SimSiam, "resnet18_cifar", {"zero_init_last": False}, proj_dim=0)
     assert "--backbone-kwargs" not in str(caught.value)
