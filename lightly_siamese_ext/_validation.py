@@ -22,6 +22,7 @@ __all__ = [
     "check_choice",
     "check_distance_matrix",
     "check_embeddings",
+    "check_finite",
     "check_float",
     "check_image_batch",
     "check_int",
@@ -138,6 +139,14 @@ def check_vector(x: object, name: str, length: Optional[int] = None, length_of: 
     return x
 
 
+def check_finite(x: Tensor, name: str) -> Tensor:
+    """``x`` without NaN or inf entries (one pass and one host sync: for evaluation, not for a training step)."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} must be finite, got {bad} NaN or inf entries of {x.numel()} (a diverged model?)")
+    return x
+
+
 def check_non_empty(x: Tensor, name: str) -> Tensor:
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
@@ -237,9 +246,25 @@ def check_image_batch(x: object, name: str, in_chans: Optional[int] = None, allo
     return x
 
 
+#: How far float images may stray outside [0, 1] by rounding (resampling overshoots a little) before they count as
+#: another scale (0..255, or normalised) and are refused.
+UNIT_RANGE_TOLERANCE = 1e-3
+
+
 def check_rgb_images(images: object, name: str = "images") -> Tensor:
-    """What the batched transforms take: a (B, 3, H, W) batch, uint8 (0..255) or floating (0..1)."""
-    return check_image_batch(images, name, in_chans=3, allow_uint8=True)
+    """What the batched transforms take: a non-empty (B, 3, H, W) batch, uint8 (0..255) or floating in [0, 1].
+
+    Float images cost one min/max pass and a host sync (uint8 ones nothing): float images in 0..255 or already
+    normalised would otherwise be clamped into nonsense without a word."""
+    images = check_image_batch(images, name, in_chans=3, allow_uint8=True)
+    if images.numel() == 0:
+        raise ValueError(f"{name} must hold at least one image of at least 1x1 pixels, got shape {tuple(images.shape)}")
+    if images.is_floating_point():
+        low, high = (float(v) for v in torch.aminmax(images))
+        if not (-UNIT_RANGE_TOLERANCE <= low and high <= 1.0 + UNIT_RANGE_TOLERANCE):  # NaN fails both
+            raise ValueError(f"{name} must lie in [0, 1] when floating point (pass 0..255 images as uint8), got "
+                             f"values in [{low:.4g}, {high:.4g}]")
+    return images
 
 
 def check_per_sample(value: object, name: str, batch_size: int, trailing: Tuple[int, ...] = ()) -> Tensor:

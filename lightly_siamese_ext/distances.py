@@ -31,9 +31,10 @@ NORM_EPS = 1e-12  # as in torch.nn.functional.normalize
 
 
 def safe_sqrt(x: Tensor) -> Tensor:
-    """``sqrt(x)`` for ``x > 0`` and 0 elsewhere, with gradient 0 (not inf or NaN) where ``x <= 0``."""
+    """``sqrt(x)`` for ``x > 0`` and 0 for ``x <= 0``, with gradient 0 (not inf or NaN) there; NaN stays NaN (a
+    diverged batch must not look like identical embeddings)."""
     positive = x > 0
-    return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
+    return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), x * 0.0)  # x * 0: 0, or NaN for NaN
 
 
 def paired_distances(x: Tensor, y: Tensor, distance: str = "euclidean") -> Tensor:

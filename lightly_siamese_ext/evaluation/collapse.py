@@ -91,7 +91,10 @@ class CollapseMonitor:
         count, _, m2 = state
         if count < 2:
             raise ValueError(f"CollapseMonitor needs at least 2 outputs for a standard deviation, got {count}")
-        self._std = float((m2 / (count - 1)).clamp_min(0).sqrt().mean())
+        std = float((m2 / (count - 1)).clamp_min(0).sqrt().mean())
+        if not math.isfinite(std):  # NaN would read as "not collapsed"
+            raise ValueError("z must be finite: the outputs passed to update() held NaN or inf (a diverged model?)")
+        self._std = std
         return self._std
 
     @property

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from lightly_siamese_ext._validation import (
     check_embeddings,
+    check_finite,
     check_float,
     check_int,
     check_labels,
@@ -132,8 +133,8 @@ def _predict_chunks(
     """Validates (errors call the arguments ``names``), then yields ``(start, predictions of
     query[start:start + chunk_size])`` against the (N, D) ``bank``."""
     query_name, bank_name, bank_entry, labels_name, k_name, temperature_name = names
-    query = check_non_empty(check_embeddings(query, query_name), query_name)
-    bank = check_non_empty(check_embeddings(bank, bank_name), bank_name)
+    query = check_finite(check_non_empty(check_embeddings(query, query_name), query_name), query_name)
+    bank = check_finite(check_non_empty(check_embeddings(bank, bank_name), bank_name), bank_name)
     check_same_dim(query, bank, f"{query_name} and {bank_name}")
     bank_labels = check_labels(bank_labels, labels_name, bank.shape[0], bank_entry)
     check_positive_int(num_classes, "num_classes")

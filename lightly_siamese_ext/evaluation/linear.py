@@ -13,6 +13,7 @@ from torch import Tensor
 
 from lightly_siamese_ext._validation import (
     check_embeddings,
+    check_finite,
     check_float,
     check_labels,
     check_non_empty,
@@ -64,8 +65,8 @@ def linear_probe(
         ``{"top1": float, "top5": float, "train_loss": float (mean over the last epoch),
         "classifier": nn.Sequential (eval mode, on the features' device)}``.
     """
-    train_features = check_non_empty(check_embeddings(train_features, "train_features"), "train_features")
-    test_features = check_non_empty(check_embeddings(test_features, "test_features"), "test_features")
+    for features, name in ((train_features, "train_features"), (test_features, "test_features")):
+        check_finite(check_non_empty(check_embeddings(features, name), name), name)
     check_same_dim(train_features, test_features, "train_features and test_features")
     train_labels = check_labels(train_labels, "train_labels", train_features.shape[0], "row of train_features")
     test_labels = check_labels(test_labels, "test_labels", test_features.shape[0], "row of test_features")

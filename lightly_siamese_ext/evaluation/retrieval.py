@@ -12,6 +12,7 @@ from torch import Tensor
 from lightly_siamese_ext._validation import (
     check_choice,
     check_embeddings,
+    check_finite,
     check_ks,
     check_labels,
     check_non_empty,
@@ -59,7 +60,7 @@ def retrieval_metrics(
     Returns:
         ``{"recall@1": float, "recall@4": float, "recall@16": float, "map@r": float}`` (one recall per K).
     """
-    embeddings = check_non_empty(check_embeddings(embeddings, "embeddings"), "embeddings")
+    embeddings = check_finite(check_non_empty(check_embeddings(embeddings, "embeddings"), "embeddings"), "embeddings")
     labels = check_labels(labels, "labels", embeddings.shape[0], "row of embeddings")
     distance = check_choice(distance, "distance", DISTANCES)
     check_positive_int(chunk_size, "chunk_size")
@@ -69,8 +70,8 @@ def retrieval_metrics(
             raise ValueError("reference_labels was given without reference_embeddings")
         references, reference_labels = embeddings, labels
     else:
-        references = check_non_empty(check_embeddings(reference_embeddings, "reference_embeddings"),
-                                     "reference_embeddings")
+        name = "reference_embeddings"
+        references = check_finite(check_non_empty(check_embeddings(reference_embeddings, name), name), name)
         check_same_dim(embeddings, references, "embeddings and reference_embeddings")
         if reference_labels is None:
             raise ValueError("reference_labels must be given with reference_embeddings")

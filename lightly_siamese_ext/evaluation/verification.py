@@ -13,6 +13,7 @@ from lightly_siamese_ext._validation import (
     check_binary_targets,
     check_choice,
     check_embeddings,
+    check_finite,
     check_labels,
     check_non_empty,
     check_positive_int,
@@ -36,10 +37,8 @@ def pair_verification_auc(distances: Tensor, same: Tensor) -> float:
         same: (P,) 1 (True) where the pair shows the same class, else 0 (False): bool, integer or floating, as
             :class:`~lightly_siamese_ext.ContrastiveLoss`'s ``y``; both kinds must occur.
     """
-    distances = check_non_empty(check_vector(distances, "distances"), "distances")
+    distances = check_finite(check_non_empty(check_vector(distances, "distances"), "distances"), "distances")
     same = check_binary_targets(same, distances.shape[0], None, "same").to(distances.device)
-    if not bool(torch.isfinite(distances).all()):
-        raise ValueError("distances must be finite, got NaN or inf")
     num_same_pairs = int(same.sum())
     num_different = distances.shape[0] - num_same_pairs
     if num_same_pairs == 0 or num_different == 0:
@@ -115,7 +114,7 @@ def n_way_one_shot_accuracy(
         seed: Seed used when no generator is given.
         distance: ``"euclidean"`` or ``"cosine"``.
     """
-    embeddings = check_non_empty(check_embeddings(embeddings, "embeddings"), "embeddings")
+    embeddings = check_finite(check_non_empty(check_embeddings(embeddings, "embeddings"), "embeddings"), "embeddings")
     labels = check_labels(labels, "labels", embeddings.shape[0], "row of embeddings")
     distance = check_choice(distance, "distance", DISTANCES)
     generator = torch.Generator().manual_seed(seed) if generator is None else generator

@@ -79,6 +79,8 @@ def mine_semi_hard(distances: Tensor, labels: Tensor, margin: float) -> Triplets
     margin = check_float(margin, "margin", 0.0)
     if margin == 0:
         raise ValueError("margin must be > 0 for semi_hard mining (the window is empty at 0), got 0")
+    if not bool(torch.isfinite(distances).all()):  # NaN fails every window test: no triplet at all, silently
+        raise ValueError("distances must be finite for semi_hard mining")
     with torch.no_grad():
         return _expand_positive_pairs(
             labels,

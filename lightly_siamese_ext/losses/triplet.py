@@ -163,7 +163,10 @@ class TripletLoss(nn.Module):
         # Only the 2B chosen pairs are differentiated: O(B D) work in the backward pass.
         to_chosen = distances_to_rows(embeddings, torch.stack((positive, negative)), self.distance)
         losses = self._terms(to_chosen[0] - to_chosen[1])
-        losses = torch.where(valid, losses, 0.0)
+        # A NaN or inf embedding fails every comparison of the search and would leave no valid anchor: an exact 0
+        # that looks like a converged batch. NaN it stays (no host sync).
+        diverged = torch.where(torch.isfinite(embeddings.detach()).all(), 0.0, float("nan"))
+        losses = torch.where(valid, losses, 0.0) + diverged
         count = (losses > 0) if self.mean_over == "active" else valid
         return losses, count.sum()
 
