@@ -14,7 +14,7 @@ from torch import Tensor
 import _cli
 import _run_dir
 import lightly_siamese_ext as lse
-from lightly_siamese_ext._validation import check_model_name
+from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import OpenSetSplit, first_per_class, load_image_source, open_set_split, random_subset
 
 NORMALIZE = lse.CIFAR10_NORMALIZE

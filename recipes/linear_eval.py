@@ -44,7 +44,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 import _cli
 import lightly_siamese_ext as lse
-from lightly_siamese_ext._validation import check_model_name
+from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import TrainTestSplit, random_subset
 from lightly_siamese_ext.training import MetricsLog, load_checkpoint, pyplot_or_none, save_checkpoint
 

@@ -43,7 +43,7 @@ import _cli
 import _common
 import _run_dir
 import lightly_siamese_ext as lse
-from lightly_siamese_ext._validation import check_model_name
+from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import ArrayImageDataset, ImageArrays, TrainTestSplit, random_subset
 from lightly_siamese_ext.training import (MetricsLog, autocast_context, count_flops, launch, ranks_agree,
                                           save_checkpoint)

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from lightly_siamese_ext._validation import check_model_name
 
-__all__ = ["create_backbone", "feature_dim_of", "infer_in_chans"]
+__all__ = ["check_model_name", "create_backbone", "feature_dim_of", "infer_in_chans"]
 
 
 def infer_in_chans(module: nn.Module) -> Optional[int]:
