@@ -4,21 +4,24 @@ optionally cached as .npy), from torchvision's CIFAR-10 python folder, or from n
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import pickle
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch import Tensor
 from PIL import Image
+from torch import Tensor
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from lightly_siamese_ext.data.targets import as_labels
+
 
 __all__ = ["ImageArrays", "check_cache_dir", "images_from_numpy", "load_cifar10_folder", "load_image_folder"]
 
@@ -26,7 +29,12 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 _CACHE_FORMAT = 1  # bump when the cache layout changes: old caches then stop matching
+
 _CIFAR10_FOLDER = "cifar-10-batches-py"
+_CIFAR10_ROW = 3 * 32 * 32
+# Non-blocking: opening a FIFO that slipped in after the listing returns at once instead of waiting for a writer.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class ImageArrays(NamedTuple):
@@ -55,6 +63,9 @@ def images_from_numpy(
     return tensor, as_labels(labels, "labels", length=len(tensor))
 
 
+# ---------------------------------------------------------------------------------------------------- CIFAR-10
+
+
 def load_cifar10_folder(root: PathLike, train: bool = True) -> ImageArrays:
     """Reads torchvision's CIFAR-10 python release (``cifar-10-batches-py``) without decoding or resizing.
 
@@ -62,32 +73,166 @@ def load_cifar10_folder(root: PathLike, train: bool = True) -> ImageArrays:
     ``cifar-10-batches-py``) or that folder itself. The pickles already hold
     (N, 3 * 32 * 32) uint8 rows in CHW order: they are read directly, skipping
     torchvision's md5 pass and its HWC round trip.
+
+    The batches are unpickled by a restricted unpickler that builds only what the format holds (dicts, lists,
+    strings, bytes, ints, numpy arrays): a file that asks for anything else (which a plain ``pickle.load`` would
+    run) is a ``ValueError`` naming it. Each batch is checked on load: a dict with ``data`` (N, 3072) of values
+    0..255 and ``labels``, one per row, each in ``[0, number of classes)`` (the classes of ``batches.meta``, else
+    10); anything else is a ``ValueError`` naming the file.
     """
     folder = Path(root)
     if (folder / _CIFAR10_FOLDER).is_dir():
         folder = folder / _CIFAR10_FOLDER
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    classes = _cifar10_classes(folder / "batches.meta")
     images, labels = [], []
     for name in names:
-        batch = _unpickle(folder / name)
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise ValueError(f"{folder / name}: expected (N, 3072) uint8 rows, got shape {data.shape}")
-        images.append(data.reshape(-1, 3, 32, 32))
-        labels.extend(batch["labels"])
-    meta = folder / "batches.meta"
-    classes = list(_unpickle(meta)["label_names"]) if meta.exists() else [str(i) for i in range(10)]
-    return ImageArrays(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long), classes)
+        batch_images, batch_labels = _read_cifar10_batch(folder / name, len(classes))
+        images.append(batch_images)
+        labels.append(batch_labels)
+    return ImageArrays(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), classes)
 
 
-def _unpickle(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"CIFAR-10 file not found: {path}")
+def _cifar10_classes(meta: Path) -> List[str]:
+    """The class names of ``batches.meta``, or "0" .. "9" when the folder has none."""
+    if not os.path.lexists(meta):
+        return [str(i) for i in range(10)]
+    names = _cifar10_fields(meta, _unpickle(meta), ("label_names",))["label_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, (str, bytes)) for n in names):
+        raise ValueError(f"{meta}: label_names must be a non-empty list of strings, got {_describe_value(names)}")
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
+
+
+def _read_cifar10_batch(path: Path, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(N, 3, 32, 32) uint8 images and (N,) int64 labels of one CIFAR-10 batch, checked."""
+    batch = _cifar10_fields(path, _unpickle(path), ("data", "labels"))
+    data = np.asarray(batch["data"])
+    if data.ndim != 2 or data.shape[1] != _CIFAR10_ROW:
+        raise ValueError(f"{path}: expected data of (N, {_CIFAR10_ROW}) uint8 rows, got shape {data.shape}")
+    if data.dtype != np.uint8:
+        if data.dtype.kind not in "iu" or (data.size and (data.min() < 0 or data.max() > 255)):
+            raise ValueError(f"{path}: expected data of uint8 pixels 0..255, got {data.dtype}")
+        data = data.astype(np.uint8)
+    labels = np.asarray(batch["labels"])
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise ValueError(f"{path}: labels must be a list of ints, got {labels.dtype} of shape {labels.shape}")
+    if len(labels) != len(data):
+        raise ValueError(f"{path}: {len(labels)} labels for {len(data)} images (one label per data row expected)")
+    outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if outside.size:
+        raise ValueError(
+            f"{path}: label {labels[outside[0]]} (row {outside[0]}) is outside [0, {num_classes}), the classes of "
+            f"the dataset; {outside.size} labels are"
+        )
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _cifar10_fields(path: Path, batch: Any, required: Sequence[str]) -> Dict[str, Any]:
+    """``batch`` with its keys as str (pickles written by Python 3 with bytes keys hold b"data"), checked."""
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path}: expected a dict (the CIFAR-10 python format), got {type(batch).__name__}")
+    fields = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in batch.items()}
+    missing = [key for key in required if key not in fields]
+    if missing:
+        raise ValueError(f"{path}: expected the keys {list(required)} of the CIFAR-10 python format, "
+                         f"missing {missing} (has {sorted(map(str, fields))})")
+    return fields
+
+
+def _describe_value(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """The ``_codecs.encode`` that protocol-2 pickles of bytes call, admitted for latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError(f"refused _codecs.encode({type(text).__name__}, {encoding!r}, {errors!r})")
+    return text.encode("latin1")
+
+
+def _numpy_pickle_globals() -> Dict[Tuple[str, str], Any]:
+    """The globals that numpy arrays (and scalars) pickle through, under numpy 1's and numpy 2's module names.
+
+    Taken from numpy's own ``__reduce__`` so that whatever numpy is installed, its functions are what is admitted.
+    """
+    reconstruct = np.zeros(1).__reduce__()[0]
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+    scalar = np.float64(0).__reduce__()[0]
+    admitted: Dict[Tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                            ("_codecs", "encode"): _latin1_encode}
+    for package in ("numpy.core", "numpy._core"):
+        admitted[(f"{package}.multiarray", "_reconstruct")] = reconstruct
+        admitted[(f"{package}.multiarray", "scalar")] = scalar
+        admitted[(f"{package}.numeric", "_frombuffer")] = frombuffer
+    return admitted
+
+
+class _CIFARUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, strings, bytes, ints and numpy arrays; refuses every other global (code to run)."""
+
+    _admitted = _numpy_pickle_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._admitted[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused to load the global {module}.{name}: CIFAR-10 batches hold only numpy arrays, lists, "
+                "dicts, strings and ints (a plain pickle.load would have run it)"
+            ) from None
+
+
+def _unpickle(path: Path) -> Any:
+    data = _read_regular_file(str(path), what="CIFAR-10 file", follow_link=True)
     try:
-        with open(path, "rb") as handle:
-            return pickle.load(handle, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise ValueError(f"cannot read CIFAR-10 file {path}: {error}") from error
+        return _CIFARUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except Exception as error:  # a hostile or damaged pickle can raise nearly anything; it is refused the same way
+        raise ValueError(f"cannot read CIFAR-10 file {path}: {type(error).__name__}: {error}") from error
+
+
+# ------------------------------------------------------------------------------------------------- reading files
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"),
+             (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def _read_regular_file(
+    path: str, what: str = "image file", shown: Optional[str] = None, follow_link: bool = False
+) -> bytes:
+    """The bytes of the regular file ``path`` (``shown`` in messages), opened non-blocking and, unless
+    ``follow_link``, without following a final link: a FIFO, a device or a link swapped in after the listing is a
+    ValueError, never a wait."""
+    shown = shown or path
+    try:
+        descriptor = os.open(path, _OPEN_FLAGS | (0 if follow_link else _NO_FOLLOW))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{what} not found: {shown}") from error
+    except OSError as error:
+        raise ValueError(f"cannot read {what} {shown}: {error.strerror or error}") from error
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{shown} is a {_kind(info.st_mode)}, not a regular {what}")
+        return _read_to_end(descriptor, info.st_size)
+    except OSError as error:
+        raise ValueError(f"cannot read {what} {shown}: {error.strerror or error}") from error
+    finally:
+        os.close(descriptor)
+
+
+def _read_to_end(descriptor: int, size: int) -> bytes:
+    first = os.read(descriptor, size + 1)  # one read holds the whole file when its size is as stat said
+    if len(first) == size:
+        return first
+    parts = [first]
+    while True:
+        part = os.read(descriptor, 1 << 20)
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
 
 
 def load_image_folder(
