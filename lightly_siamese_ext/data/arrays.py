@@ -28,7 +28,7 @@ __all__ = ["ImageArrays", "check_cache_dir", "images_from_numpy", "load_cifar10_
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-_CACHE_FORMAT = 1  # bump when the cache layout changes: old caches then stop matching
+_CACHE_FORMAT = 2  # bump when the cache layout or the decoding changes: old caches then stop matching
 
 _CIFAR10_FOLDER = "cifar-10-batches-py"
 _CIFAR10_ROW = 3 * 32 * 32
@@ -240,10 +240,12 @@ def load_image_folder(
 ) -> ImageArrays:
     """Decodes every image of an ImageFolder directory (``root/<class>/<image>``) into one tensor.
 
-    Classes and their indices are torchvision's ``ImageFolder``'s (sorted folder
-    names). Images are decoded to RGB by Pillow on ``num_threads`` threads (Pillow
-    releases the GIL while decoding) and must all have the same size. A file that cannot be read or decoded
-    raises ``ValueError`` naming it.
+    Classes and their indices are torchvision's ``ImageFolder``'s (sorted folder names).
+    Images are decoded to RGB by Pillow on ``num_threads`` threads (Pillow releases the GIL while decoding) and must
+    all have the same size. Modes other than RGB are converted without clipping: 16-bit grey keeps its high byte
+    (``>> 8``), float images are taken as 0..1, alpha is dropped (see :func:`_as_rgb8`). A file that cannot be read
+    or decoded, and a possible decompression bomb (more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels), raise
+    ``ValueError`` naming it.
 
     With ``cache_dir``, the result is stored there as ``.npy`` files keyed by a hash
     of every file's relative path, size and modification time: later calls load it
@@ -275,12 +277,93 @@ def check_cache_dir(cache_dir: Optional[PathLike]) -> None:
 
 
 def _decode(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels of the image file at ``path``."""
+    """(H, W, 3) uint8 RGB pixels of the image file at ``path`` (see :func:`_as_rgb8`)."""
+    return _decode_bytes(_read_regular_file(path, follow_link=True), path)
+
+
+def _decode_bytes(data: bytes, path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB pixels of the encoded image ``data`` read from ``path`` (see :func:`_as_rgb8`)."""
     try:
-        with Image.open(path) as image:
-            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for unreadable / truncated files
-        raise ValueError(f"cannot decode image file {path}: {error}") from error
+        picture = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise _decompression_bomb(path, str(error)) from error
+    except Exception as error:  # Pillow raises many types for damaged files (OSError, SyntaxError, struct.error...)
+        raise ValueError(f"cannot decode image file {path}: {type(error).__name__}: {error}") from error
+    with picture:
+        # Image.open only warns between MAX_IMAGE_PIXELS and twice that: the same refusal either way.
+        if Image.MAX_IMAGE_PIXELS is not None and picture.width * picture.height > Image.MAX_IMAGE_PIXELS:
+            raise _decompression_bomb(
+                path, f"{picture.width}x{picture.height} = {picture.width * picture.height} pixels, more than "
+                      f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}")
+        try:
+            pixels = _pillow_pixels(picture)
+        except Exception as error:
+            raise ValueError(f"cannot decode image file {path}: {type(error).__name__}: {error}") from error
+        return _as_rgb8(pixels, picture.mode, path)
+
+
+def _decompression_bomb(path: str, detail: str) -> ValueError:
+    return ValueError(f"{path} is refused as a possible decompression bomb ({detail}); if the file is trusted, "
+                      "raise PIL.Image.MAX_IMAGE_PIXELS")
+
+
+def _pillow_pixels(picture: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB for colour modes, (H, W) in the mode's own dtype for grey ones (scaled by _as_rgb8).
+    Alpha is dropped, as torchvision's loader (``convert("RGB")``) does; palettes go through RGBA so that a palette
+    transparency needs no warning."""
+    mode = picture.mode
+    if mode in ("RGB", "L", "1", "I", "F") or mode.startswith("I;16"):
+        return np.asarray(picture)
+    if mode == "LA":
+        return np.asarray(picture)[..., 0]
+    if mode == "RGBA":
+        return np.asarray(picture)[..., :3]
+    if mode in ("P", "PA"):
+        return np.asarray(picture.convert("RGBA"))[..., :3]
+    return np.asarray(picture.convert("RGB"))  # CMYK, YCbCr, LAB, HSV, RGBX, RGBa, La: 8-bit conversions
+
+
+def _as_rgb8(pixels: np.ndarray, mode: str, path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from :func:`_pillow_pixels`, never clipped:
+
+    * 16-bit grey (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``) keeps its high byte (``v >> 8``), as Pillow itself
+      decodes 16-bit RGB and RGBA PNGs, so a 16-bit picture reads the same whether stored grey or colour.
+    * ``I`` (32-bit integers, what Pillow makes of 16-bit PGM files) is read as 16-bit: values outside 0..65535
+      have no known scale and are a ValueError.
+    * ``F`` (32-bit float) is taken as 0..1 and rounded to the nearest of 0..255; values outside [0, 1] (or NaN)
+      are a ValueError.
+    * ``1`` is 0 or 255; ``L`` is as stored.
+    """
+    if pixels.ndim == 3:
+        return pixels
+    if pixels.dtype == np.bool_:
+        grey = pixels.astype(np.uint8) * np.uint8(255)
+    elif pixels.dtype == np.uint8:
+        grey = pixels
+    elif pixels.dtype.kind == "f":
+        grey = _unit_float_to_uint8(pixels, mode, path)
+    else:
+        grey = _sixteen_bit_to_uint8(pixels, mode, path)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def _unit_float_to_uint8(pixels: np.ndarray, mode: str, path: str) -> np.ndarray:
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    if not (0.0 <= low and high <= 1.0):  # also refuses NaN
+        raise ValueError(f"{path}: float pixels (mode {mode}) span {low}..{high}; expected values in [0, 1] "
+                         "(convert the file to 8 or 16 bit integers)")
+    return np.rint(pixels.astype(np.float64) * 255.0).astype(np.uint8)
+
+
+def _sixteen_bit_to_uint8(pixels: np.ndarray, mode: str, path: str) -> np.ndarray:
+    if pixels.dtype.kind not in "iu":
+        raise ValueError(f"{path}: cannot read pixels of mode {mode} (dtype {pixels.dtype})")
+    if pixels.dtype.itemsize > 2 or pixels.dtype.kind == "i":
+        low, high = (int(pixels.min()), int(pixels.max())) if pixels.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise ValueError(f"{path}: integer pixels (mode {mode}) span {low}..{high}; expected 16-bit values "
+                             "0..65535")
+    return (pixels >> 8).astype(np.uint8)
 
 
 def _decode_all(paths: List[str], num_threads: Optional[int]) -> Tensor:
