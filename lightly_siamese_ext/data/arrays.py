@@ -1,5 +1,24 @@
 """Whole image datasets as one uint8 (N, C, H, W) tensor: from an ImageFolder directory (decoded once,
-optionally cached as .npy), from torchvision's CIFAR-10 python folder, or from numpy arrays."""
+optionally cached as .npy), from torchvision's CIFAR-10 python folder, or from numpy arrays.
+
+What counts as an image of an ImageFolder (:func:`load_image_folder`):
+
+* Hidden files and folders (names starting with ".": ``.ipynb_checkpoints``, ``.DS_Store``, ``.git``) are ignored
+  everywhere, by one function (:func:`_visible_entries`) that :mod:`lightly_siamese_ext.data.sources` uses too.
+* Files whose names do not end in one of torchvision's ``IMG_EXTENSIONS`` (any case) are ignored, as torchvision does.
+* Nothing outside the root is read and every real file is read at most once. Links to folders are never followed
+  (so no link loop is walked and no image is read twice under two labels): one pointing inside the root is skipped
+  with a logged warning (the images there are read where they really are), one leaving the root is a
+  ``ValueError``. A link to an image file inside the root is read once, by its real path: when that file is read
+  anyway (it lies in a class folder itself) or an earlier link already read it, the link is skipped with a
+  warning. A link to a file outside the root, or a broken link, is a ``ValueError``.
+* Anything else named like an image that is not a readable regular file (a FIFO, a socket, a device, an unreadable
+  file) is a ``ValueError`` naming it, found before anything is decoded; files are opened non-blocking, so nothing
+  can hang the loader. A folder named like an image is a folder: its images belong to its class, as in torchvision.
+
+Every refusal is a ``ValueError`` (``FileNotFoundError`` / ``NotADirectoryError`` for missing paths) whose one-line
+message names the path and what was expected.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +31,13 @@ import pickle
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from lightly_siamese_ext.data.targets import as_labels
 
@@ -190,13 +209,173 @@ def _unpickle(path: Path) -> Any:
         raise ValueError(f"cannot read CIFAR-10 file {path}: {type(error).__name__}: {error}") from error
 
 
-# ------------------------------------------------------------------------------------------------- reading files
+# ------------------------------------------------------------------------------------------- ImageFolder listing
+
+
+class _ListedImage(NamedTuple):
+    """One image of an ImageFolder: ``path`` as listed (named in messages and in the cache key), ``real`` the file to
+    read for a link (its target's real path; None for a regular file), and ``target_stat`` that target's stat."""
+
+    path: str
+    label: int
+    real: Optional[str] = None
+    target_stat: Optional[os.stat_result] = None
+
+
+def _visible_entries(folder: PathLike) -> List[os.DirEntry]:
+    """The entries of ``folder`` whose names do not start with ".": the one place hidden files and folders are left
+    out (``.ipynb_checkpoints``, ``.DS_Store``, ``.git``), for :func:`load_image_folder` and the data source
+    detection alike. Unsorted."""
+    try:
+        with os.scandir(folder) as entries:
+            return [entry for entry in entries if not entry.name.startswith(".")]
+    except OSError as error:
+        raise ValueError(f"cannot list the folder {folder}: {error.strerror or error}") from error
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def _inside(path: str, real_root: str) -> bool:
+    return path == real_root or path.startswith(os.path.join(real_root, ""))
 
 
 def _kind(mode: int) -> str:
     kinds = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"),
              (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
     return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def _skip_folder_link(entry: os.DirEntry, root: Path, real_root: str) -> None:
+    """A link to a folder is never followed: skipped with a warning inside the root, a ValueError outside it."""
+    target = os.path.realpath(entry.path)
+    if not _inside(target, real_root):
+        raise ValueError(
+            f"{entry.path} is a link to the folder {target}, outside the image folder {root}: nothing outside it is "
+            "read; move or copy the images inside, or load their real folder"
+        )
+    logger.warning(
+        "%s is a link to the folder %s: links to folders are not followed (no image is read twice and no link "
+        "loop is walked); the images inside %s are read where they really are", entry.path, target, root,
+    )
+
+
+def _class_folders(root: Path, real_root: str) -> List[str]:
+    """torchvision's classes: the sorted names of the root's (visible, real) folders."""
+    classes = []
+    for entry in _visible_entries(root):
+        if entry.is_symlink():
+            if entry.is_dir():
+                _skip_folder_link(entry, root, real_root)
+        elif entry.is_dir(follow_symlinks=False):
+            classes.append(entry.name)
+    if not classes:
+        raise FileNotFoundError(f"found no class folder (<class>/<image>) in the image folder {root}")
+    return sorted(classes)
+
+
+def _files_under(folder: str) -> Iterator[Tuple[str, os.DirEntry]]:
+    """(parent folder, entry) for every visible entry below ``folder`` that is not a real folder; real folders are
+    descended into, links are yielded (never followed)."""
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        for entry in _visible_entries(current):
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            else:
+                yield current, entry
+
+
+def _linked_image(entry: os.DirEntry, label: int, root: Path, real_root: str) -> Optional[_ListedImage]:
+    """The image a link names, None for a link to skip; a ValueError for one that leaves the root or is broken."""
+    if entry.is_dir():
+        _skip_folder_link(entry, root, real_root)
+        return None
+    if not _is_image_name(entry.name):
+        return None
+    target = os.path.realpath(entry.path)
+    if not _inside(target, real_root):
+        raise ValueError(
+            f"{entry.path} is a link to {target}, outside the image folder {root}: nothing outside it is read; "
+            "move or copy the image inside"
+        )
+    try:
+        target_stat = os.stat(target)
+    except OSError as error:
+        raise ValueError(f"{entry.path} is a broken link (to {target}): {error.strerror or error}") from error
+    if not stat.S_ISREG(target_stat.st_mode):
+        raise ValueError(f"{entry.path} links to {target}, a {_kind(target_stat.st_mode)}, not a regular image file")
+    return _ListedImage(entry.path, label, target, target_stat)
+
+
+def _listed_image(entry: os.DirEntry, label: int, root: Path, real_root: str) -> Optional[_ListedImage]:
+    """The image ``entry`` is, None if it is none (its name is not an image's); a ValueError if it looks like one
+    but is not a regular file."""
+    if entry.is_symlink():
+        return _linked_image(entry, label, root, real_root)
+    if not _is_image_name(entry.name):
+        return None
+    if entry.is_file(follow_symlinks=False):
+        return _ListedImage(entry.path, label)
+    mode = entry.stat(follow_symlinks=False).st_mode
+    raise ValueError(f"{entry.path} is a {_kind(mode)}, not a regular image file: remove it or rename it")
+
+
+def _list_image_folder(root: Path) -> Tuple[List[str], List[_ListedImage]]:
+    """The classes and images of an ImageFolder, in torchvision's order: classes sorted, then within a class the
+    files sorted by (folder path, name), as ``make_dataset``'s ``sorted(os.walk(...))`` gives them."""
+    real_root = os.path.realpath(root)
+    classes = _class_folders(root, real_root)
+    images: List[_ListedImage] = []
+    empty = []
+    for label, name in enumerate(classes):
+        found = []
+        for parent, entry in _files_under(os.path.join(str(root), name)):
+            image = _listed_image(entry, label, root, real_root)
+            if image is not None:
+                found.append((parent, entry.name, image))
+        if not found:
+            empty.append(name)
+        images.extend(image for _, _, image in sorted(found, key=lambda item: item[:2]))
+    if empty:
+        raise FileNotFoundError(
+            f"found no image files for the classes {', '.join(empty)} in {root} "
+            f"(supported extensions: {', '.join(IMG_EXTENSIONS)})"
+        )
+    return classes, _read_each_file_once(images, root, real_root)
+
+
+def _read_each_file_once(images: List[_ListedImage], root: Path, real_root: str) -> List[_ListedImage]:
+    """``images`` without the links whose target is read already: as a regular file of the folder (which keeps the
+    label of the class it really lies in), or through an earlier link."""
+    if all(image.real is None for image in images):
+        return images
+    prefix = _prefix(root)
+    taken = {os.path.join(real_root, image.path[len(prefix):]) for image in images if image.real is None}
+    kept, skipped = [], []
+    for image in images:
+        if image.real is not None:
+            if image.real in taken:
+                skipped.append(image.path)
+                continue
+            taken.add(image.real)
+        kept.append(image)
+    if skipped:
+        logger.warning(
+            "skipped %d links in %s to images that are read already (each real file is read once): %s%s",
+            len(skipped), root, ", ".join(skipped[:3]), ", ..." if len(skipped) > 3 else "",
+        )
+    return kept
+
+
+def _prefix(root: Path) -> str:
+    """``root`` as the prefix of its listed paths (with the separator), to cut relative paths off them."""
+    return os.path.join(str(root), "")
+
+
+# ---------------------------------------------------------------------------------------------------- decoding
 
 
 def _read_regular_file(
@@ -235,50 +414,9 @@ def _read_to_end(descriptor: int, size: int) -> bytes:
         parts.append(part)
 
 
-def load_image_folder(
-    root: PathLike, cache_dir: Optional[PathLike] = None, num_threads: Optional[int] = None
-) -> ImageArrays:
-    """Decodes every image of an ImageFolder directory (``root/<class>/<image>``) into one tensor.
-
-    Classes and their indices are torchvision's ``ImageFolder``'s (sorted folder names).
-    Images are decoded to RGB by Pillow on ``num_threads`` threads (Pillow releases the GIL while decoding) and must
-    all have the same size. Modes other than RGB are converted without clipping: 16-bit grey keeps its high byte
-    (``>> 8``), float images are taken as 0..1, alpha is dropped (see :func:`_as_rgb8`). A file that cannot be read
-    or decoded, and a possible decompression bomb (more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels), raise
-    ``ValueError`` naming it.
-
-    With ``cache_dir``, the result is stored there as ``.npy`` files keyed by a hash
-    of every file's relative path, size and modification time: later calls load it
-    instead of decoding, and any change in the folder makes a new key (a stale cache
-    is never read).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
-    classes, class_to_idx = find_classes(str(root))
-    samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
-    check_cache_dir(cache_dir)  # before decoding: else a file there fails only when the cache is written
-    cache = _cache_paths(root, samples, Path(cache_dir)) if cache_dir is not None else None
-    if cache is not None and cache[2].exists():
-        logger.info("loading decoded images of %s from cache %s", root, cache[0])
-        return ImageArrays(torch.from_numpy(np.load(cache[0])), torch.from_numpy(np.load(cache[1])), classes)
-
-    images = _decode_all([path for path, _ in samples], num_threads)
-    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
-    if cache is not None:
-        _write_cache(cache, images, labels, root, classes)
-    return ImageArrays(images, labels, classes)
-
-
-def check_cache_dir(cache_dir: Optional[PathLike]) -> None:
-    """``NotADirectoryError`` if ``cache_dir`` names an existing file (a missing folder is created when needed)."""
-    if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
-        raise NotADirectoryError(f"cache_dir {cache_dir} is a file, not a folder")
-
-
-def _decode(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels of the image file at ``path`` (see :func:`_as_rgb8`)."""
-    return _decode_bytes(_read_regular_file(path, follow_link=True), path)
+def _decode(image: _ListedImage) -> np.ndarray:
+    """The RGB pixels of one listed image; a link's target is read by its real path."""
+    return _decode_bytes(_read_regular_file(image.real or image.path, shown=image.path), image.path)
 
 
 def _decode_bytes(data: bytes, path: str) -> np.ndarray:
@@ -366,36 +504,97 @@ def _sixteen_bit_to_uint8(pixels: np.ndarray, mode: str, path: str) -> np.ndarra
     return (pixels >> 8).astype(np.uint8)
 
 
-def _decode_all(paths: List[str], num_threads: Optional[int]) -> Tensor:
-    if not paths:
+def _decode_all(images: List[_ListedImage], num_threads: Optional[int]) -> Tensor:
+    """All images as one (N, 3, H, W) tensor, decoded on ``num_threads`` threads."""
+    if not images:
         raise ValueError("the image folder holds no images")
-    first = _decode(paths[0])
-    images = np.empty((len(paths), *first.shape), dtype=np.uint8)
+    first = _decode(images[0])
+    shape = first.shape
+    pixels = np.empty((len(images), *shape), dtype=np.uint8)
+    pixels[0] = first
 
     def decode_range(start: int, stop: int) -> None:
         for i in range(start, stop):
-            image = _decode(paths[i])
-            if image.shape != first.shape:
+            decoded = _decode(images[i])
+            if decoded.shape != shape:
                 raise ValueError(
-                    f"all images must have the same size to be stacked: {paths[i]} is {image.shape[1]}x"
-                    f"{image.shape[0]} (WxH), {paths[0]} is {first.shape[1]}x{first.shape[0]}"
+                    f"all images must have the same size to be stacked: {images[i].path} is "
+                    f"{decoded.shape[1]}x{decoded.shape[0]} (WxH), {images[0].path} is "
+                    f"{shape[1]}x{shape[0]}"
                 )
-            images[i] = image
+            pixels[i] = decoded
 
     step = 1024
     workers = num_threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(decode_range, i, min(i + step, len(paths))) for i in range(0, len(paths), step)]
-        for future in futures:
-            future.result()  # re-raises the first failure
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        futures = [pool.submit(decode_range, i, min(i + step, len(images))) for i in range(1, len(images), step)]
+        try:
+            for future in futures:
+                future.result()  # re-raises the first failure
+        except BaseException:
+            for future in futures:
+                future.cancel()  # a failed load does not decode the rest of the folder first
+            raise
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
 
 
-def _cache_paths(root: Path, samples: List[Tuple[str, int]], cache_dir: Path) -> Tuple[Path, Path, Path]:
+# ---------------------------------------------------------------------------------------------- ImageFolder + cache
+
+
+def load_image_folder(
+    root: PathLike, cache_dir: Optional[PathLike] = None, num_threads: Optional[int] = None
+) -> ImageArrays:
+    """Decodes every image of an ImageFolder directory (``root/<class>/<image>``) into one tensor.
+
+    Classes and their indices are torchvision's ``ImageFolder``'s (sorted folder names), images in its order, with
+    the rules of this module's docstring for hidden files, links and files that are not regular images. Images are
+    decoded to RGB by Pillow on ``num_threads`` threads (Pillow releases the GIL while decoding) and must all have
+    the same size. Modes other than RGB are converted without clipping: 16-bit grey keeps its high byte (``>> 8``),
+    float images are taken as 0..1, alpha is dropped (see :func:`_as_rgb8`). A file that cannot be read or decoded,
+    and a possible decompression bomb (more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels), raise ``ValueError``
+    naming it.
+
+    With ``cache_dir``, the result is stored there as ``.npy`` files keyed by a hash
+    of every file's relative path, size and modification time: later calls load it
+    instead of decoding, and any change in the folder makes a new key (a stale cache
+    is never read).
+    """
+    root = _existing_folder(root)
+    classes, images = _list_image_folder(root)
+    check_cache_dir(cache_dir)  # before decoding: else a file there fails only when the cache is written
+    cache = _cache_paths(root, images, Path(cache_dir)) if cache_dir is not None else None
+    if cache is not None and cache[2].exists():
+        logger.info("loading decoded images of %s from cache %s", root, cache[0])
+        return ImageArrays(torch.from_numpy(np.load(cache[0])), torch.from_numpy(np.load(cache[1])), classes)
+
+    pixels = _decode_all(images, num_threads)
+    labels = torch.tensor([image.label for image in images], dtype=torch.long)
+    if cache is not None:
+        _write_cache(cache, pixels, labels, root, classes)
+    return ImageArrays(pixels, labels, classes)
+
+
+def _existing_folder(root: PathLike) -> Path:
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"image folder {root} is a file, not a folder")
+    return root
+
+
+def check_cache_dir(cache_dir: Optional[PathLike]) -> None:
+    """``NotADirectoryError`` if ``cache_dir`` names an existing file (a missing folder is created when needed)."""
+    if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise NotADirectoryError(f"cache_dir {cache_dir} is a file, not a folder")
+
+
+def _cache_paths(root: Path, images: List[_ListedImage], cache_dir: Path) -> Tuple[Path, Path, Path]:
     digest = hashlib.sha256(f"format={_CACHE_FORMAT}".encode())
-    for path, label in samples:
-        stat = os.stat(path)
-        digest.update(f"{os.path.relpath(path, root)}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    cut = len(_prefix(root))
+    for image in images:
+        info = image.target_stat or os.stat(image.path)
+        digest.update(f"{image.path[cut:]}\0{image.label}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     stem = f"{root.name or 'images'}-{digest.hexdigest()[:20]}"
     return cache_dir / f"{stem}.images.npy", cache_dir / f"{stem}.labels.npy", cache_dir / f"{stem}.json"
 
