@@ -22,6 +22,7 @@ message names the path and what was expected.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -29,9 +30,11 @@ import logging
 import os
 import pickle
 import stat
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -41,16 +44,17 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from lightly_siamese_ext.data.targets import as_labels
 
-
 __all__ = ["ImageArrays", "check_cache_dir", "images_from_numpy", "load_cifar10_folder", "load_image_folder"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 _CACHE_FORMAT = 2  # bump when the cache layout or the decoding changes: old caches then stop matching
-
 _CIFAR10_FOLDER = "cifar-10-batches-py"
 _CIFAR10_ROW = 3 * 32 * 32
+# Files changed this shortly before a listing may change again within the same timestamp tick (a jiffy on Linux,
+# up to 2 s on FAT) without their ctime moving: the cache records their content hash and checks it on every read.
+_RACY_NS = 3_000_000_000
 # Non-blocking: opening a FIFO that slipped in after the listing returns at once instead of waiting for a writer.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -214,12 +218,14 @@ def _unpickle(path: Path) -> Any:
 
 class _ListedImage(NamedTuple):
     """One image of an ImageFolder: ``path`` as listed (named in messages and in the cache key), ``real`` the file to
-    read for a link (its target's real path; None for a regular file), and ``target_stat`` that target's stat."""
+    read for a link (its target's real path; None for a regular file), ``target_stat`` that target's stat, and
+    ``racy`` whether it changed so recently that the cache must record its content hash."""
 
     path: str
     label: int
     real: Optional[str] = None
     target_stat: Optional[os.stat_result] = None
+    racy: bool = False
 
 
 def _visible_entries(folder: PathLike) -> List[os.DirEntry]:
@@ -378,6 +384,13 @@ def _prefix(root: Path) -> str:
 # ---------------------------------------------------------------------------------------------------- decoding
 
 
+class _Decoded(NamedTuple):
+    """An image's (H, W, 3) uint8 pixels, and the sha256 of the bytes they came from when it was asked for."""
+
+    pixels: np.ndarray
+    sha256: Optional[str]
+
+
 def _read_regular_file(
     path: str, what: str = "image file", shown: Optional[str] = None, follow_link: bool = False
 ) -> bytes:
@@ -414,9 +427,10 @@ def _read_to_end(descriptor: int, size: int) -> bytes:
         parts.append(part)
 
 
-def _decode(image: _ListedImage) -> np.ndarray:
-    """The RGB pixels of one listed image; a link's target is read by its real path."""
-    return _decode_bytes(_read_regular_file(image.real or image.path, shown=image.path), image.path)
+def _decode(image: _ListedImage) -> _Decoded:
+    """The RGB pixels of one listed image (and its content hash if ``image.racy``)."""
+    data = _read_regular_file(image.real or image.path, shown=image.path)
+    return _Decoded(_decode_bytes(data, image.path), hashlib.sha256(data).hexdigest() if image.racy else None)
 
 
 def _decode_bytes(data: bytes, path: str) -> np.ndarray:
@@ -504,25 +518,28 @@ def _sixteen_bit_to_uint8(pixels: np.ndarray, mode: str, path: str) -> np.ndarra
     return (pixels >> 8).astype(np.uint8)
 
 
-def _decode_all(images: List[_ListedImage], num_threads: Optional[int]) -> Tensor:
-    """All images as one (N, 3, H, W) tensor, decoded on ``num_threads`` threads."""
+def _decode_all(images: List[_ListedImage], num_threads: Optional[int]) -> Tuple[Tensor, List[Optional[str]]]:
+    """All images as one (N, 3, H, W) tensor, decoded on ``num_threads`` threads, and the content hash of each
+    racy one (None for the others)."""
     if not images:
         raise ValueError("the image folder holds no images")
     first = _decode(images[0])
-    shape = first.shape
+    shape = first.pixels.shape
     pixels = np.empty((len(images), *shape), dtype=np.uint8)
-    pixels[0] = first
+    pixels[0] = first.pixels
+    hashes: List[Optional[str]] = [first.sha256] + [None] * (len(images) - 1)
 
     def decode_range(start: int, stop: int) -> None:
         for i in range(start, stop):
             decoded = _decode(images[i])
-            if decoded.shape != shape:
+            if decoded.pixels.shape != shape:
                 raise ValueError(
                     f"all images must have the same size to be stacked: {images[i].path} is "
-                    f"{decoded.shape[1]}x{decoded.shape[0]} (WxH), {images[0].path} is "
+                    f"{decoded.pixels.shape[1]}x{decoded.pixels.shape[0]} (WxH), {images[0].path} is "
                     f"{shape[1]}x{shape[0]}"
                 )
-            pixels[i] = decoded
+            pixels[i] = decoded.pixels
+            hashes[i] = decoded.sha256
 
     step = 1024
     workers = num_threads or min(8, os.cpu_count() or 1)
@@ -535,7 +552,7 @@ def _decode_all(images: List[_ListedImage], num_threads: Optional[int]) -> Tenso
             for future in futures:
                 future.cancel()  # a failed load does not decode the rest of the folder first
             raise
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), hashes
 
 
 # ---------------------------------------------------------------------------------------------- ImageFolder + cache
@@ -554,23 +571,32 @@ def load_image_folder(
     and a possible decompression bomb (more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels), raise ``ValueError``
     naming it.
 
-    With ``cache_dir``, the result is stored there as ``.npy`` files keyed by a hash
-    of every file's relative path, size and modification time: later calls load it
-    instead of decoding, and any change in the folder makes a new key (a stale cache
-    is never read).
+    With ``cache_dir``, the result is stored there as ``.npy`` files keyed by a hash of every image's relative path,
+    label, size, modification time, status-change time (ctime) and inode: later calls load it instead of decoding,
+    and any change of a file makes a new key, so a stale cache is never read. The ctime and inode catch what the
+    modification time alone misses (``os.utime``, ``rsync -t`` or ``cp -p`` putting an old mtime back): the kernel
+    sets them on every change and no one can set them back. A file changed so recently (3 s) that a next change
+    could fall in the same timestamp tick has its content hash recorded and checked on every read of the cache.
+    The cache's own files are checked (format, shape, labels and a sha256 of the pixels): damaged, truncated or
+    unreadable ones are rebuilt with a logged warning; a cache folder that cannot be written (permissions, full
+    disk) gives a logged warning and the images are returned uncached, leaving no partial file behind.
     """
     root = _existing_folder(root)
-    classes, images = _list_image_folder(root)
     check_cache_dir(cache_dir)  # before decoding: else a file there fails only when the cache is written
-    cache = _cache_paths(root, images, Path(cache_dir)) if cache_dir is not None else None
-    if cache is not None and cache[2].exists():
-        logger.info("loading decoded images of %s from cache %s", root, cache[0])
-        return ImageArrays(torch.from_numpy(np.load(cache[0])), torch.from_numpy(np.load(cache[1])), classes)
-
-    pixels = _decode_all(images, num_threads)
+    listed_at = time.time_ns()
+    classes, images = _list_image_folder(root)
     labels = torch.tensor([image.label for image in images], dtype=torch.long)
+    cache = None
+    if cache_dir is not None:
+        cache, images = _cache_entry(root, images, Path(cache_dir), listed_at)
+        cached = _read_cache(cache, root, images, labels, classes)
+        if cached is not None:
+            logger.info("loaded the decoded images of %s from the cache %s", root, cache.images)
+            return ImageArrays(cached, labels, classes)
+    pixels, hashes = _decode_all(images, num_threads)
     if cache is not None:
-        _write_cache(cache, pixels, labels, root, classes)
+        verify = {_relative(root, image.path): digest for image, digest in zip(images, hashes) if digest is not None}
+        _write_cache(cache, pixels, labels, root, classes, verify)
     return ImageArrays(pixels, labels, classes)
 
 
@@ -589,28 +615,132 @@ def check_cache_dir(cache_dir: Optional[PathLike]) -> None:
         raise NotADirectoryError(f"cache_dir {cache_dir} is a file, not a folder")
 
 
-def _cache_paths(root: Path, images: List[_ListedImage], cache_dir: Path) -> Tuple[Path, Path, Path]:
-    digest = hashlib.sha256(f"format={_CACHE_FORMAT}".encode())
+class _CacheEntry(NamedTuple):
+    images: Path
+    labels: Path
+    manifest: Path
+
+
+def _file_identity(info: os.stat_result) -> str:
+    """What the cache key holds of a file's stat: any change of its content changes one of these."""
+    return f"{info.st_size}\0{info.st_mtime_ns}\0{info.st_ctime_ns}\0{info.st_ino}"
+
+
+def _relative(root: Path, path: str) -> str:
+    return path[len(_prefix(root)):]
+
+
+def _cache_entry(
+    root: Path, images: List[_ListedImage], cache_dir: Path, listed_at: int
+) -> Tuple[_CacheEntry, List[_ListedImage]]:
+    """The cache files for this listing, and the images with ``racy`` set on those changed just before it."""
     cut = len(_prefix(root))
-    for image in images:
-        info = image.target_stat or os.stat(image.path)
-        digest.update(f"{image.path[cut:]}\0{image.label}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
-    stem = f"{root.name or 'images'}-{digest.hexdigest()[:20]}"
-    return cache_dir / f"{stem}.images.npy", cache_dir / f"{stem}.labels.npy", cache_dir / f"{stem}.json"
+    racy_since = listed_at - _RACY_NS
+    lines = [f"format={_CACHE_FORMAT}\n"]
+    marked = list(images)
+    for i, image in enumerate(images):
+        info = image.target_stat or _lstat(image.path)
+        lines.append(f"{image.path[cut:]}\0{image.label}\0{_file_identity(info)}\n")
+        if info.st_ctime_ns >= racy_since:
+            marked[i] = image._replace(racy=True)
+    stem = f"{root.name or 'images'}-{hashlib.sha256(''.join(lines).encode()).hexdigest()[:20]}"
+    return _CacheEntry(cache_dir / f"{stem}.images.npy", cache_dir / f"{stem}.labels.npy",
+                       cache_dir / f"{stem}.json"), marked
+
+
+def _lstat(path: str) -> os.stat_result:
+    try:
+        return os.lstat(path)
+    except OSError as error:
+        raise ValueError(f"cannot read image file {path}: {error.strerror or error}") from error
+
+
+class _DamagedCache(Exception):
+    """The cache files exist but cannot be what the manifest says."""
+
+
+def _read_cache(
+    cache: _CacheEntry, root: Path, images: List[_ListedImage], labels: Tensor, classes: List[str]
+) -> Optional[Tensor]:
+    """The cached (N, 3, H, W) images, or None to decode: when there is no cache yet, when it is damaged (a logged
+    warning), or when a racy file's content changed (logged)."""
+    if not os.path.lexists(cache.manifest):
+        return None
+    try:
+        manifest, pixels = _load_checked_cache(cache, labels, classes)
+    except (_DamagedCache, OSError, ValueError, EOFError) as error:
+        logger.warning("the decode cache %s is damaged or unreadable (%s): decoding again and rewriting it",
+                       cache.manifest, error)
+        return None
+    changed = _changed_racy_files(root, manifest["verify"], images)
+    if changed:
+        logger.info("%s changed since it was cached (within its timestamp tick): decoding again", changed)
+        return None
+    return pixels
+
+
+def _load_checked_cache(cache: _CacheEntry, labels: Tensor, classes: List[str]) -> Tuple[Dict[str, Any], Tensor]:
+    manifest = json.loads(cache.manifest.read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict) or manifest.get("format") != _CACHE_FORMAT:
+        raise _DamagedCache(f"manifest is not of cache format {_CACHE_FORMAT}")
+    shape, verify = manifest.get("shape"), manifest.get("verify")
+    if manifest.get("classes") != classes or not isinstance(verify, dict) or not isinstance(shape, list):
+        raise _DamagedCache("manifest does not describe this folder")
+    pixels = np.load(cache.images, allow_pickle=False)
+    if pixels.dtype != np.uint8 or list(pixels.shape) != shape or len(pixels) != len(labels):
+        raise _DamagedCache(f"images are {pixels.dtype} {pixels.shape}, the manifest says uint8 {shape}")
+    if hashlib.sha256(pixels.data).hexdigest() != manifest.get("sha256"):
+        raise _DamagedCache("images do not match their checksum")
+    cached_labels = np.load(cache.labels, allow_pickle=False)
+    if not np.array_equal(cached_labels, labels.numpy()):
+        raise _DamagedCache("labels differ from the folder's")
+    return manifest, torch.from_numpy(pixels)
+
+
+def _changed_racy_files(root: Path, verify: Dict[str, str], images: List[_ListedImage]) -> Optional[str]:
+    """The first file whose content hash differs from the one the cache recorded for it (or that cannot be read
+    any more), else None."""
+    by_relative = {_relative(root, image.path): image for image in images}
+    for relative, recorded in verify.items():
+        image = by_relative.get(relative)
+        if image is None:
+            return relative
+        try:
+            data = _read_regular_file(image.real or image.path, shown=image.path)
+        except (ValueError, OSError):
+            return image.path  # decoding it again names the problem
+        if hashlib.sha256(data).hexdigest() != recorded:
+            return image.path
+    return None
 
 
 def _write_cache(
-    cache: Tuple[Path, Path, Path], images: Tensor, labels: Tensor, root: Path, classes: List[str]
+    cache: _CacheEntry, images: Tensor, labels: Tensor, root: Path, classes: List[str], verify: Dict[str, str]
 ) -> None:
-    images_path, labels_path, manifest_path = cache
-    images_path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to temporary names and rename: an interrupted write never looks like a cache.
-    for path, array in ((images_path, images.numpy()), (labels_path, labels.numpy())):
-        partial = path.with_name(path.name + ".partial")
-        with open(partial, "wb") as handle:
-            np.save(handle, array)
+    """Writes the cache files (each to a temporary name, then renamed; the manifest last, marking the cache
+    complete); a folder that cannot be written is a logged warning."""
+    pixels = images.numpy()
+    manifest = {"format": _CACHE_FORMAT, "root": str(root.resolve()), "classes": classes,
+                "shape": list(pixels.shape), "sha256": hashlib.sha256(pixels.data).hexdigest(), "verify": verify}
+    try:
+        cache.images.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(cache.images, lambda handle: np.save(handle, pixels))
+        _write_atomically(cache.labels, lambda handle: np.save(handle, labels.numpy()))
+        _write_atomically(cache.manifest, lambda handle: handle.write(json.dumps(manifest).encode("utf-8")))
+    except OSError as error:
+        logger.warning("cannot write the decode cache in %s (%s: %s): the images are loaded without it",
+                       cache.images.parent, type(error).__name__, error.strerror or error)
+
+
+def _write_atomically(path: Path, write: Callable[[Any], Any]) -> None:
+    """Writes ``path`` through a uniquely named ``.partial`` file renamed over it: an interrupted or concurrent
+    write never leaves a file that looks complete, and a failed one leaves nothing."""
+    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
         os.replace(partial, path)
-    manifest = {"root": str(root.resolve()), "classes": classes, "shape": list(images.shape)}
-    partial = manifest_path.with_name(manifest_path.name + ".partial")
-    partial.write_text(json.dumps(manifest))
-    os.replace(partial, manifest_path)  # written last: marks the cache complete
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
