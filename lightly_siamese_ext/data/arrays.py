@@ -576,7 +576,8 @@ def load_image_folder(
     and any change of a file makes a new key, so a stale cache is never read. The ctime and inode catch what the
     modification time alone misses (``os.utime``, ``rsync -t`` or ``cp -p`` putting an old mtime back): the kernel
     sets them on every change and no one can set them back. A file changed so recently (3 s) that a next change
-    could fall in the same timestamp tick has its content hash recorded and checked on every read of the cache.
+    could fall in the same timestamp tick has its content hash recorded and checked when the cache is read, until
+    a read finds it settled.
     The cache's own files are checked (format, shape, labels and a sha256 of the pixels): damaged, truncated or
     unreadable ones are rebuilt with a logged warning; a cache folder that cannot be written (permissions, full
     disk) gives a logged warning and the images are returned uncached, leaving no partial file behind.
@@ -676,7 +677,23 @@ def _read_cache(
     if changed:
         logger.info("%s changed since it was cached (within its timestamp tick): decoding again", changed)
         return None
+    _forget_settled_files(cache, manifest, root, images)
     return pixels
+
+
+def _forget_settled_files(cache: _CacheEntry, manifest: Dict[str, Any], root: Path, images: List[_ListedImage]) -> None:
+    """Drops from the manifest the files just verified that are no longer racy: their content is what the cache
+    holds and any later change moves their ctime, so the key alone tells from now on (best effort: the check
+    simply runs again next time if the manifest cannot be rewritten)."""
+    racy_now = {_relative(root, image.path) for image in images if image.racy}
+    still_racy = {relative: digest for relative, digest in manifest["verify"].items() if relative in racy_now}
+    if len(still_racy) == len(manifest["verify"]):
+        return
+    try:
+        text = json.dumps({**manifest, "verify": still_racy}).encode("utf-8")
+        _write_atomically(cache.manifest, lambda handle: handle.write(text))
+    except OSError as error:
+        logger.debug("cannot update the decode cache manifest %s: %s", cache.manifest, error)
 
 
 def _load_checked_cache(cache: _CacheEntry, labels: Tensor, classes: List[str]) -> Tuple[Dict[str, Any], Tensor]:

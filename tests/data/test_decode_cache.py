@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -181,3 +182,22 @@ def test_a_write_failing_half_way_leaves_no_partial_file_and_no_cache(
     monkeypatch.undo()
     load_image_folder(root, cache_dir=cache)
     assert len(list(cache.glob("*.json"))) == 1  # the next load writes it
+
+
+def test_files_verified_once_settled_are_no_longer_read_on_a_cache_hit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    write_folder(root)
+    first = load_image_folder(root, cache_dir=cache)  # just written: every file is racy, its hash recorded
+    (manifest,) = cache.glob("*.json")
+    assert len(json.loads(manifest.read_text())["verify"]) == 6
+    monkeypatch.setattr(arrays_module, "_RACY_NS", -(10**18), raising=False)  # as if some seconds had passed
+    assert torch.equal(load_image_folder(root, cache_dir=cache).images, first.images)
+    assert json.loads(manifest.read_text())["verify"] == {}
+
+    def no_reading(*args: Any, **kwargs: Any) -> bytes:
+        raise AssertionError("an image file was read although the cache is valid and every file settled")
+
+    monkeypatch.setattr(arrays_module, "_read_regular_file", no_reading)
+    assert torch.equal(load_image_folder(root, cache_dir=cache).images, first.images)
