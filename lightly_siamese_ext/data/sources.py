@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightly_siamese_ext.data.arrays import ImageArrays, check_cache_dir, load_cifar10_folder, load_image_folder
+from lightly_siamese_ext.data.arrays import (
+    ImageArrays,
+    _visible_entries,
+    check_cache_dir,
+    load_cifar10_folder,
+    load_image_folder,
+)
 
 __all__ = [
     "ImageSource",
@@ -139,7 +145,9 @@ def _embedded(size: int, reason: str) -> ImageSource:
 
 
 def _has_class_folders(path: Path) -> bool:
-    return path.is_dir() and any(child.is_dir() and not child.name.startswith(".") for child in path.iterdir())
+    """Whether ``path`` is a folder with a (visible) sub-folder: hidden ones are left out by the same function as in
+    :func:`load_image_folder`, so that both agree on what a class is."""
+    return path.is_dir() and any(entry.is_dir() for entry in _visible_entries(path))
 
 
 def _load_dir(root: Path, cache_dir: Path) -> ImageSource:
