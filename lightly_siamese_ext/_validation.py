@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import timm
@@ -24,6 +25,7 @@ __all__ = [
     "check_embeddings",
     "check_finite",
     "check_float",
+    "check_folder_path",
     "check_image_batch",
     "check_int",
     "check_ks",
@@ -310,6 +312,13 @@ def check_normalize(normalize: object) -> Optional[Dict[str, List[float]]]:
             raise ValueError(f"normalize['{key}'] must have 3 values (RGB), got {values!r}")
         checked[key] = [check_float(v, f"normalize['{key}']", minimum, exclusive_minimum=True) for v in values]
     return checked
+
+
+def check_folder_path(path: object, name: str) -> None:
+    """``NotADirectoryError`` if ``path`` (when given) names an existing file: a folder argument that is missing is
+    created when needed, one that is a file fails only when written to, often after all the work."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():  # type: ignore[arg-type]
+        raise NotADirectoryError(f"{name} {path} is a file, not a folder")
 
 
 def check_model_name(name: object, argument: str = "name_or_module") -> str:

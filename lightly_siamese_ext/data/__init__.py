@@ -1,7 +1,9 @@
 """Data path: labelled pairs and triplets, P x K batches, and a device-resident loader."""
 
 from lightly_siamese_ext.data.array_dataset import ArrayImageDataset
-from lightly_siamese_ext.data.arrays import ImageArrays, images_from_numpy, load_cifar10_folder, load_image_folder
+from lightly_siamese_ext.data.arrays import ImageArrays, images_from_numpy
+from lightly_siamese_ext.data.cifar10 import load_cifar10_folder
+from lightly_siamese_ext.data.image_folder import load_image_folder
 from lightly_siamese_ext.data.class_split import OpenSetSplit, open_set_split, split_classes
 from lightly_siamese_ext.data.gpu_loader import GPUResidentLoader
 from lightly_siamese_ext.data.pairs import PairDataset, TripletDataset

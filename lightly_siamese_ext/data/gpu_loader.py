@@ -12,7 +12,9 @@ from torch.utils.data import DistributedSampler
 
 from lightly_siamese_ext._validation import check_positive_int
 from lightly_siamese_ext.data._sharding import resolve_replicas
-from lightly_siamese_ext.data.arrays import PathLike, images_from_numpy, load_cifar10_folder, load_image_folder
+from lightly_siamese_ext.data.arrays import PathLike, images_from_numpy
+from lightly_siamese_ext.data.cifar10 import load_cifar10_folder
+from lightly_siamese_ext.data.image_folder import load_image_folder
 from lightly_siamese_ext.data.targets import as_labels
 
 __all__ = ["GPUResidentLoader"]

@@ -19,13 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightly_siamese_ext.data.arrays import (
-    ImageArrays,
-    _visible_entries,
-    check_cache_dir,
-    load_cifar10_folder,
-    load_image_folder,
-)
+from lightly_siamese_ext._validation import check_folder_path, check_positive_int
+from lightly_siamese_ext.data._files import visible_entries
+from lightly_siamese_ext.data.arrays import ImageArrays
+from lightly_siamese_ext.data.cifar10 import load_cifar10_folder
+from lightly_siamese_ext.data.image_folder import load_image_folder
 
 __all__ = [
     "ImageSource",
@@ -86,8 +84,7 @@ def holdout_split(labels: Tensor, per_class: int, name: str = "per_class") -> Tu
     """
     if labels.ndim != 1 or labels.is_floating_point():
         raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}")
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"{name} must be a positive int, got {per_class!r}")
+    check_positive_int(per_class, name)
     order = torch.argsort(labels, stable=True)
     sorted_labels = labels[order]
     counts = torch.bincount(sorted_labels)
@@ -119,7 +116,7 @@ def load_image_source(
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     if data_dir is not None or download:  # the embedded digits need no cache
-        check_cache_dir(cache_dir)
+        check_folder_path(cache_dir, "cache_dir")
     if data_dir is not None and not download:
         return _load_dir(Path(data_dir), cache_dir)
     if download:
@@ -147,7 +144,7 @@ def _embedded(size: int, reason: str) -> ImageSource:
 def _has_class_folders(path: Path) -> bool:
     """Whether ``path`` is a folder with a (visible) sub-folder: hidden ones are left out by the same function as in
     :func:`load_image_folder`, so that both agree on what a class is."""
-    return path.is_dir() and any(entry.is_dir() for entry in _visible_entries(path))
+    return path.is_dir() and any(entry.is_dir() for entry in visible_entries(path))
 
 
 def _load_dir(root: Path, cache_dir: Path) -> ImageSource:

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-import lightly_siamese_ext.data.arrays as arrays_module
+import lightly_siamese_ext.data._decoding as decoding_module
+import lightly_siamese_ext.data.decode_cache as decode_cache_module
 from lightly_siamese_ext.data import load_image_folder
 
 not_as_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
@@ -68,7 +69,7 @@ def test_a_change_that_keeps_size_and_mtime_misses_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Callable[[Path, bytes], None]
 ) -> None:
     # As for files that have not changed for a while: only the stat key (ctime, inode) can tell.
-    monkeypatch.setattr(arrays_module, "_RACY_NS", -(10**18), raising=False)
+    monkeypatch.setattr(decode_cache_module, "RACY_NS", -(10**18))
     root, cache = tmp_path / "root", tmp_path / "cache"
     paths = write_folder(root)
     assert first_pixels(load_image_folder(root, cache_dir=cache).images) == [10, 11, 12, 13, 14, 15]
@@ -81,7 +82,7 @@ def test_a_change_the_timestamps_cannot_show_is_caught_by_the_recorded_content_h
 ) -> None:
     # A file system whose ctime does not move (the change fell in the same timestamp tick): files written just
     # before the cache have their content hash recorded and checked on every read.
-    monkeypatch.setattr(arrays_module, "_file_identity", lambda info: f"{info.st_size}\0{info.st_mtime_ns}",
+    monkeypatch.setattr(decode_cache_module, "_file_identity", lambda info: f"{info.st_size}\0{info.st_mtime_ns}",
                         raising=False)
     root, cache = tmp_path / "root", tmp_path / "cache"
     paths = write_folder(root)
@@ -119,7 +120,7 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(
         damaged.unlink()
     else:
         damaged.write_bytes(DAMAGES[damage](damaged.read_bytes()))
-    with caplog.at_level(logging.WARNING, logger=arrays_module.__name__):
+    with caplog.at_level(logging.WARNING, logger=decode_cache_module.__name__):
         rebuilt = load_image_folder(root, cache_dir=cache)
     assert torch.equal(rebuilt.images, expected.images) and torch.equal(rebuilt.labels, expected.labels)
     assert any("decode cache" in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
@@ -127,12 +128,12 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(
     def no_decoding(image: Any) -> None:
         raise AssertionError(f"decoded {image} although the cache was rebuilt")
 
-    monkeypatch.setattr(arrays_module, "_decode", no_decoding)
+    monkeypatch.setattr(decoding_module, "_decode", no_decoding)
     assert torch.equal(load_image_folder(root, cache_dir=cache).images, expected.images)
 
 
 def assert_loaded_uncached_with_a_warning(root: Path, cache: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger=arrays_module.__name__):
+    with caplog.at_level(logging.WARNING, logger=decode_cache_module.__name__):
         arrays = load_image_folder(root, cache_dir=cache)
     assert first_pixels(arrays.images) == [10, 11, 12, 13, 14, 15]
     assert any("cannot write the decode cache" in r.getMessage() for r in caplog.records)
@@ -192,12 +193,12 @@ def test_files_verified_once_settled_are_no_longer_read_on_a_cache_hit(
     first = load_image_folder(root, cache_dir=cache)  # just written: every file is racy, its hash recorded
     (manifest,) = cache.glob("*.json")
     assert len(json.loads(manifest.read_text())["verify"]) == 6
-    monkeypatch.setattr(arrays_module, "_RACY_NS", -(10**18), raising=False)  # as if some seconds had passed
+    monkeypatch.setattr(decode_cache_module, "RACY_NS", -(10**18))  # as if some seconds had passed
     assert torch.equal(load_image_folder(root, cache_dir=cache).images, first.images)
     assert json.loads(manifest.read_text())["verify"] == {}
 
     def no_reading(*args: Any, **kwargs: Any) -> bytes:
         raise AssertionError("an image file was read although the cache is valid and every file settled")
 
-    monkeypatch.setattr(arrays_module, "_read_regular_file", no_reading)
+    monkeypatch.setattr(decode_cache_module, "read_regular_file", no_reading)
     assert torch.equal(load_image_folder(root, cache_dir=cache).images, first.images)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import lightly_siamese_ext.data.arrays as arrays_module
+import lightly_siamese_ext.data._decoding as decoding_module
 from lightly_siamese_ext.data import GPUResidentLoader, load_cifar10_folder, load_image_folder
 
 SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "cifar10" / "train.tar.gz"
@@ -124,7 +124,7 @@ def test_npy_cache_is_reused_and_a_changed_folder_misses_it(tmp_path: Path, monk
     def no_decoding(path):
         raise AssertionError(f"decoded {path} although the cache is valid")
 
-    monkeypatch.setattr(arrays_module, "_decode", no_decoding)
+    monkeypatch.setattr(decoding_module, "_decode", no_decoding)
     cached = load_image_folder(root, cache_dir=cache)
     assert torch.equal(cached.images, first.images) and torch.equal(cached.labels, first.labels)
 

@@ -16,7 +16,9 @@ import pytest
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
-import lightly_siamese_ext.data.arrays as arrays_module
+import lightly_siamese_ext.data._decoding as decoding_module
+import lightly_siamese_ext.data.image_folder as image_folder_module
+from lightly_siamese_ext.data._files import ListedImage
 from lightly_siamese_ext.data import ImageArrays, load_image_folder, load_image_source
 
 needs_symlinks = pytest.mark.skipif(not hasattr(os, "symlink"), reason="the OS has no symbolic links")
@@ -96,7 +98,7 @@ def test_folder_links_are_not_followed_so_no_image_is_read_twice(
     root = tmp_path / "root"
     values = write_folder(root)
     symlink(root / link, target)
-    with caplog.at_level(logging.WARNING, logger=arrays_module.__name__):
+    with caplog.at_level(logging.WARNING, logger="lightly_siamese_ext.data"):
         arrays = load_image_folder(root)
     assert arrays.classes == ["cat", "dog"] and arrays.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert pixel_values(arrays) == sorted(values.values())
@@ -115,7 +117,7 @@ def test_file_links_inside_the_root_are_read_once_by_their_real_path(
     symlink(root / "cat" / "alias.png", "0.png")
     symlink(root / "cat" / "extra.png", "../.pool/extra.png")  # read once, through this first link
     symlink(root / "dog" / "extra.png", "../.pool/extra.png")
-    with caplog.at_level(logging.WARNING, logger=arrays_module.__name__):
+    with caplog.at_level(logging.WARNING, logger="lightly_siamese_ext.data"):
         arrays = load_image_folder(root)
     assert pixel_values(arrays) == [10, 11, 12, 50, 13, 14, 15]  # cat/0..2, cat/extra.png, dog/0..2
     assert arrays.labels.tolist() == [0, 0, 0, 0, 1, 1, 1]
@@ -180,12 +182,12 @@ def test_a_fifo_named_like_an_image_is_refused_before_decoding_without_blocking(
     os.mkfifo(fifo)
     decoded = []
     with monkeypatch.context() as patch:
-        patch.setattr(arrays_module, "_decode_all", lambda *args: decoded.append(args))
+        patch.setattr(image_folder_module, "decode_all", lambda *args: decoded.append(args))
         error = raised_without_waiting(lambda: load_image_folder(root, num_threads=1), fifo)
     assert isinstance(error, ValueError) and decoded == []
     assert "cat/x.jpg is a FIFO (named pipe), not a regular image file" in str(error)
     # One that replaces a listed file just before it is read is refused when opened, not waited on either.
-    error = raised_without_waiting(lambda: arrays_module._decode(arrays_module._ListedImage(str(fifo), 0)), fifo)
+    error = raised_without_waiting(lambda: decoding_module._decode(ListedImage(str(fifo), 0)), fifo)
     assert isinstance(error, ValueError) and "x.jpg is a FIFO (named pipe), not a regular image file" in str(error)
 
 

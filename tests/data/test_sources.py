@@ -96,7 +96,7 @@ def test_a_cache_dir_that_is_a_file_is_named_before_decoding(tmp_path, monkeypat
     _write_folder(tmp_path / "flat")
     (tmp_path / "cache").write_text("not a folder")
     decoded = []
-    monkeypatch.setattr("lightly_siamese_ext.data.arrays._decode_all", lambda *a: decoded.append(a))
+    monkeypatch.setattr("lightly_siamese_ext.data.image_folder.decode_all", lambda *a: decoded.append(a))
     with pytest.raises(NotADirectoryError, match="cache_dir .*cache is a file"):
         load_image_source(tmp_path / "flat", cache_dir=tmp_path / "cache")
     assert decoded == []  # refused before a whole dataset is decoded for nothing
