@@ -54,7 +54,9 @@ class StreamingImageDataset(Dataset):
     Args:
         source: see above.
         size: side S of the square output. None keeps each image's own size, which must then be the same for all
-            (every item is checked against the first; a ValueError names the odd one). Otherwise an image that is not
+            (16 images spread over the dataset are compared here, from their file headers where there are files, and
+            every item is checked against the first when read; a ValueError names the odd one). Otherwise an image
+            that is not
             already S x S is resized so that its shorter side is S (antialiased bilinear, torchvision's
             ``Resize(S)``) and centre-cropped to S x S (``CenterCrop(S)``): random crops are then drawn from that
             central square.
@@ -86,8 +88,14 @@ class StreamingImageDataset(Dataset):
         self.classes: Optional[List[str]] = (list(arrays.classes) if arrays is not None
                                              else getattr(_folder_of(source) or source, "classes", None))
         self._files = _files_to_decode(source)
-        self.image_size: Tuple[int, int] = (self.size, self.size) if self.size is not None else tuple(
-            self._read(int(self.indices[0]))[0].shape[-2:])  # type: ignore[assignment]
+        self.image_size: Tuple[int, int] = (self.size, self.size) if self.size is not None else self._stored_size(0)
+        if self.size is None and arrays is None:  # a folder of mixed sizes fails here, not in a worker mid-epoch
+            for position in np.linspace(0, len(self) - 1, num=min(16, len(self))).round().astype(int).tolist():
+                if self._stored_size(position) != self.image_size:
+                    height, width = self._stored_size(position)
+                    raise ValueError(f"images differ in size: image {position} is {width}x{height} (WxH), image 0 "
+                                     f"is {self.image_size[1]}x{self.image_size[0]}: pass size= to resize them to "
+                                     "one size")
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -97,8 +105,9 @@ class StreamingImageDataset(Dataset):
         if self.size is not None and tuple(image.shape[-2:]) != self.image_size:
             image = TF.center_crop(TF.resize(image, self.size, antialias=True), [self.size, self.size])
         elif tuple(image.shape[-2:]) != self.image_size:
-            raise ValueError(f"image {index} is {image.shape[-1]}x{image.shape[-2]} (WxH) but the first is "
-                             f"{self.image_size[1]}x{self.image_size[0]}: pass size= to resize them to one size")
+            raise ValueError(f"images differ in size: image {index} is {image.shape[-1]}x{image.shape[-2]} (WxH), "
+                             f"image 0 is {self.image_size[1]}x{self.image_size[0]}: pass size= to resize them to "
+                             "one size")
         return image, label, index
 
     def subset(self, indices: Tensor) -> "StreamingImageDataset":
@@ -107,6 +116,18 @@ class StreamingImageDataset(Dataset):
         if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= len(self)):
             raise ValueError(f"indices must be in [0, {len(self)})")
         return StreamingImageDataset(self.source, self.size, self.indices[indices])
+
+    def _stored_size(self, index: int) -> Tuple[int, int]:
+        """(H, W) of item ``index`` as stored: from the file's header when there is a file."""
+        source_index = int(self.indices[index])
+        if self._files is not None:
+            path = self._files[source_index][0]
+            try:
+                with Image.open(path) as image:
+                    return image.height, image.width
+            except (OSError, ValueError, SyntaxError) as error:
+                raise ValueError(f"cannot decode image file {path}: {error}") from error
+        return tuple(self._read(source_index)[0].shape[-2:])  # type: ignore[return-value]
 
     def _read(self, source_index: int) -> Tuple[Tensor, int]:
         """(image (3, H, W) uint8 at its stored size, label) of item ``source_index`` of the source."""

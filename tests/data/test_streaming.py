@@ -110,11 +110,15 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_size_that_still_covers_size(tmp_pa
 
 
 def test_images_of_other_sizes_are_refused_without_size(tmp_path: Path) -> None:
-    images = colour_images(2)
-    write_folder(tmp_path / "f", images[:1], classes=1)
-    Image.fromarray(np.zeros((12, 16, 3), dtype=np.uint8)).save(tmp_path / "f" / "class0" / "9999.png")
-    dataset = StreamingImageDataset(ImageFolder(str(tmp_path / "f")))
-    with pytest.raises(ValueError, match="image 1 is 16x12 .* the first is 16x16: pass size="):
+    images = colour_images(40)
+    write_folder(tmp_path / "f", images, classes=1)
+    Image.fromarray(np.zeros((12, 16, 3), dtype=np.uint8)).save(tmp_path / "f" / "class0" / "0039.png")
+    with pytest.raises(ValueError, match="image 39 is 16x12 .*, image 0 is 16x16: pass size="):
+        StreamingImageDataset(ImageFolder(str(tmp_path / "f")))  # found in the file headers, before any epoch
+    Image.fromarray(np.zeros((12, 16, 3), dtype=np.uint8)).save(tmp_path / "f" / "class0" / "0001.png")
+    (tmp_path / "f" / "class0" / "0039.png").unlink()
+    dataset = StreamingImageDataset(ImageFolder(str(tmp_path / "f")))  # image 1 is not among the 16 compared
+    with pytest.raises(ValueError, match="image 1 is 16x12 .*, image 0 is 16x16: pass size="):
         dataset[1]
     assert StreamingImageDataset(ImageFolder(str(tmp_path / "f")), size=8)[1][0].shape == (3, 8, 8)
 
