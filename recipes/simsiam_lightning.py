@@ -27,6 +27,10 @@ this file shows what Lightning does with them:
   loops; the data order and the augmentation of an epoch depend only on (--seed, epoch, rank), so a resumed run
   trains exactly as an uninterrupted one.
 
+Multi-process runs use Lightning's DDP with its script launcher (--strategy ddp, what auto picks for several
+devices), torchrun or SLURM; ddp_spawn / ddp_fork are refused (the monitor and the report would stay in the
+spawned processes).
+
 Pipelines: "batched" (default) keeps the training images on each rank's device; "stream" has DataLoader workers
 decode them (an ImageFolder is read from its files; for data too large to keep resident) and moves each uint8
 batch to the device, where the same batched augmentation runs.
@@ -351,6 +355,7 @@ def gather_equal(tensor: Tensor, world_size: int) -> Tensor:
 def build_trainer(args: argparse.Namespace, monitor: EpochMonitor) -> pl.Trainer:
     """Lightning's Trainer for the arguments; a configuration Lightning refuses is a ValueError (one line)."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
+    from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 
     devices: Union[int, str] = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices
     cuda = args.accelerator in ("gpu", "cuda") or (args.accelerator == "auto" and torch.cuda.is_available())
@@ -358,7 +363,7 @@ def build_trainer(args: argparse.Namespace, monitor: EpochMonitor) -> pl.Trainer
     stop = args.stop_after_epoch if args.stop_after_epoch is not None and args.stop_after_epoch < args.epochs else None
     checkpoint = ModelCheckpoint(dirpath=args.out_dir, save_last=True, enable_version_counter=False)
     try:
-        return pl.Trainer(
+        trainer = pl.Trainer(
             max_epochs=stop or args.epochs, accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes,
             strategy=args.strategy, precision=precision, sync_batchnorm=args.sync_bn,
             use_distributed_sampler=False,  # SimSiamData shards itself, with simsiam_cifar.py's order
@@ -369,6 +374,13 @@ def build_trainer(args: argparse.Namespace, monitor: EpochMonitor) -> pl.Trainer
     except (MisconfigurationException, ImportError, ValueError, RuntimeError, TypeError) as error:
         raise ValueError(f"Lightning's Trainer refuses --accelerator {args.accelerator} --devices {args.devices} "
                          f"--num-nodes {args.num_nodes} --strategy {args.strategy}: {error}") from error
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        # ddp_spawn / ddp_fork / ddp_notebook train in child processes and send back only the weights: the epoch
+        # monitor's results (the last kNN, the shard check) and the report would be lost or wrong.
+        raise ValueError(f"--strategy {args.strategy} trains in processes started by multiprocessing, whose epoch "
+                         "monitor and report stay in them: use --strategy ddp (Lightning's launcher, torchrun or "
+                         "SLURM)")
+    return trainer
 
 
 def check_args(args: argparse.Namespace, world_size: int, n_train: int) -> None:
@@ -428,12 +440,6 @@ def quiet_lightning(resume: bool) -> None:
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
-def launch_rank(trainer: pl.Trainer) -> int:
-    """This process's global rank before fit() sets up the process group (Lightning's own rule, from the launcher's
-    environment: torchrun, SLURM, or Lightning's script launcher)."""
-    return trainer.node_rank * trainer.num_devices + trainer.local_rank
-
-
 def say(text: str) -> None:
     """Prints on rank 0 only (Lightning's DDP runs this script once per process; the rank from the environment)."""
     if rank_zero_only.rank == 0:
@@ -453,7 +459,9 @@ def run(args: argparse.Namespace) -> None:
     trainer = build_trainer(args, monitor)
     check_args(args, trainer.world_size, len(splits.train.labels))
     checkpoint: Optional[Path] = args.out_dir / CHECKPOINT_NAME if args.resume else None
-    if launch_rank(trainer) == 0:  # the other ranks start inside fit(), after these checks passed
+    # The Trainer knows this process's rank from the launcher's environment (Lightning's script launcher, torchrun,
+    # SLURM); the other ranks start inside fit(), after rank 0 passed these checks.
+    if trainer.is_global_zero:
         checkpoint, epochs_done = checkpoint_to_resume(args)
         monitor.metrics.truncate(epochs_done)  # a resumed run drops the rows its checkpoint does not cover
     say(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} evaluation "

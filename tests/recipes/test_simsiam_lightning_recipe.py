@@ -105,6 +105,7 @@ def test_model_pt_is_read_by_linear_eval(lightning_recipe, linear_eval_recipe, t
         (["--accelerator", "tpu"], "Lightning's Trainer refuses --accelerator tpu"),
         (["--strategy", "no_such_strategy", "--accelerator", "cpu"], "Lightning's Trainer refuses"),
         (["--num-nodes", "0", "--accelerator", "cpu"], "Lightning's Trainer refuses"),
+        (["--strategy", "ddp_spawn", "--devices", "2", "--accelerator", "cpu"], "use --strategy ddp"),
         (["--base-lr", "0", *ON_CPU], "--base-lr must be > 0"),
         (["--stream-size", "8", *ON_CPU], "--stream-size is for --pipeline stream"),
         (["--pipeline", "stream", "--num-workers", "-1", *ON_CPU], "--num-workers must be >= 0, got -1"),

@@ -30,7 +30,7 @@ def _losses(path: Path) -> list:
 def test_stream_trains_on_the_resident_pipelines_batches(simsiam_recipe, tmp_path, capsys) -> None:
     resident, streamed = tmp_path / "resident", tmp_path / "streamed"
     assert simsiam_recipe.main([*TINY, "--epochs", "2", "--out-dir", str(resident)]) == 0
-    assert simsiam_recipe.main([*TINY, "--epochs", "2", "--pipeline", "stream", "--num-workers", "1",
+    assert simsiam_recipe.main([*TINY, "--epochs", "2", "--pipeline", "stream", "--num-workers", "0",
                                 "--out-dir", str(streamed)]) == 0
     printed = capsys.readouterr().out
     assert "EMBEDDED scikit-learn digits" in printed and "stream pipeline" in printed
