@@ -18,7 +18,10 @@ fetches CIFAR-10 when online. With neither, the recipe falls back to scikit-lear
 runs a short smoke configuration.
 
 Pipelines: "batched" (default) keeps the dataset as uint8 on the training device and augments whole batches there
-(GPU when present); "lightly" uses Lightly's SimSiamTransform in a DataLoader, for comparison.
+(GPU when present); "stream" is for data too large to keep resident: DataLoader workers decode the images (an
+ImageFolder is read from its files) and resize them to uint8 tensors of one size (--stream-size), the batches move
+to the training device and the same batched augmentation runs there; "lightly" uses Lightly's SimSiamTransform in a
+DataLoader, for comparison.
 
 Outputs in --out-dir: metrics.csv, metrics.png, last.pt (every epoch; torch.load(weights_only=True) reads it),
 summary.json.
@@ -32,7 +35,7 @@ import json
 import sys
 import time
 from dataclasses import replace
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -44,7 +47,9 @@ import _common
 import _run_dir
 import lightly_siamese_ext as lse
 from lightly_siamese_ext.backbones import check_model_name
-from lightly_siamese_ext.data import ArrayImageDataset, ImageArrays, TrainTestSplit, random_subset
+from lightly_siamese_ext.data import (ArrayImageDataset, ImageArrays, StreamingImageDataset, StreamingSplit,
+                                      TrainTestSplit, random_subset, random_subset_indices, stream_train_test,
+                                      streaming_loader)
 from lightly_siamese_ext.training import (MetricsLog, autocast_context, count_flops, launch, ranks_agree,
                                           save_checkpoint)
 
@@ -64,10 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="images per class held out for evaluation when the data has no test split")
     data.add_argument("--subset", type=int, default=None,
                       help="train on N training images drawn at random (seeded); they are also the kNN bank")
-    data.add_argument("--pipeline", choices=["batched", "lightly"], default="batched",
-                      help="batched augmentation on the training device, or Lightly's SimSiamTransform + DataLoader")
+    data.add_argument("--pipeline", choices=["batched", "stream", "lightly"], default="batched",
+                      help="batched: the data resident on the training device, augmented there; stream: images "
+                           "decoded by DataLoader workers, augmented on the training device; lightly: Lightly's "
+                           "SimSiamTransform + DataLoader")
     data.add_argument("--num-workers", type=int, default=None,
-                      help="DataLoader workers for --pipeline lightly (default: CPU count)")
+                      help="DataLoader workers per process for --pipeline lightly (default: CPU count) and stream "
+                           "(default: CPU count / --devices)")
+    data.add_argument("--stream-size", type=int, default=None,
+                      help="--pipeline stream: images are resized (shorter side, then a centre crop) to this square "
+                           "side before augmentation (default: keep their size, which must be the same for all)")
 
     model = parser.add_argument_group("model")
     _cli.add_backbone_arguments(model, kwargs_help="passed to timm.create_model, e.g. zero_init_last=False "
@@ -147,6 +158,8 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
         raise ValueError(f"--knn-k must be >= 1 and --knn-t > 0, got {args.knn_k} and {args.knn_t}")
     args.knn_k = min(args.knn_k, n_train)  # the bank is the training set: what the kNN uses, and the report says
     _cli.check_at_least(args, 0, "linear_epochs", "num_workers")
+    if args.stream_size is not None and args.pipeline != "stream":
+        raise ValueError(f"--stream-size is for --pipeline stream, not --pipeline {args.pipeline}")
     _cli.check_run_arguments(args)
     if args.backbone_kwargs:
         build_model(args)  # a ValueError here, not a TypeError deep in the training processes
@@ -198,9 +211,14 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
         random_gray_scale=args.random_gray_scale, gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob,
         normalize=NORMALIZE,
     )
-    loader = lse.GPUResidentLoader(splits.train.images, splits.train.labels, batch_size=args.batch_size // world_size,
-                                   shuffle=True, drop_last=True, device=device, seed=args.seed,
-                                   num_replicas=world_size, rank=rank)
+    if args.pipeline == "stream":  # the images stay where they are; workers decode each batch
+        loader = streaming_loader(splits.train, args.batch_size // world_size, shuffle=True, drop_last=True,
+                                  seed=args.seed, num_replicas=world_size, rank=rank,
+                                  num_workers=stream_workers(args, world_size), pin_memory=device.type == "cuda")
+    else:
+        loader = lse.GPUResidentLoader(splits.train.images, splits.train.labels,
+                                       batch_size=args.batch_size // world_size, shuffle=True, drop_last=True,
+                                       device=device, seed=args.seed, num_replicas=world_size, rank=rank)
 
     metrics = MetricsLog(args.out_dir / "metrics.csv")
     if is_main:
@@ -221,6 +239,9 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
         if args.pipeline == "batched":
             loader.set_epoch(epoch)
             views = batched_views(loader, augment, _common.epoch_generator(args.seed, epoch, device, rank))
+        elif args.pipeline == "stream":
+            loader.sampler.set_epoch(epoch)
+            views = streamed_views(loader, augment, _common.epoch_generator(args.seed, epoch, device, rank), device)
         else:
             views = lightly_views(splits.train, args, epoch, rank, world_size)
         for x0, x1 in views:
@@ -288,6 +309,21 @@ def batched_views(loader: lse.GPUResidentLoader, augment: lse.BatchedSimSiamTran
         yield augment(images, generator)
 
 
+def streamed_views(loader: Any, augment: lse.BatchedSimSiamTransform, generator: torch.Generator,
+                   device: torch.device) -> Iterator[List[Tensor]]:
+    """Two augmented views of every uint8 batch the workers decoded, made on ``device`` after an asynchronous copy
+    (pinned memory)."""
+    for images, _, _ in loader:
+        yield augment(images.to(device, non_blocking=True), generator)
+
+
+def stream_workers(args: argparse.Namespace, world_size: int) -> int:
+    """``--num-workers`` for --pipeline stream: the CPU count shared by the processes on this machine."""
+    if args.num_workers is not None:
+        return args.num_workers
+    return max(1, (torch.multiprocessing.cpu_count() or 1) // world_size)
+
+
 def mean_across_ranks(value: Tensor, world_size: int) -> float:
     if world_size > 1:
         value = value.detach().clone()
@@ -325,7 +361,14 @@ def encode_splits(encoder: Any, splits: TrainTestSplit, device: torch.device,
                   args: argparse.Namespace) -> Tuple[Tensor, Tensor]:
     """Features of the training split (the kNN bank) and of the evaluation split, without augmentation."""
     preprocess = lse.BatchedEvalTransform(args.input_size, NORMALIZE)
-    return tuple(lse.extract_features(encoder, part.images, device=device, preprocess=preprocess)[0]
+
+    def images_of(part: Any) -> Any:  # the resident tensor, or (--pipeline stream) the files, read in order
+        if not isinstance(part, StreamingImageDataset):
+            return part.images
+        return streaming_loader(part, 512, shuffle=False, num_replicas=1, rank=0, persistent_workers=False,
+                                num_workers=stream_workers(args, 1), pin_memory=device.type == "cuda")
+
+    return tuple(lse.extract_features(encoder, images_of(part), device=device, preprocess=preprocess)[0]
                  for part in (splits.train, splits.test))  # type: ignore[return-value]
 
 
@@ -365,7 +408,11 @@ def final_evaluation(model: lse.SimSiam, splits: TrainTestSplit, device: torch.d
     return summary
 
 
-def report(summary: Dict[str, Any], args: argparse.Namespace) -> None:
+def report(summary: Dict[str, Any], args: argparse.Namespace, files: Sequence[str] = ("metrics.csv", "metrics.png",
+           "last.pt", "summary.json"), notes: Sequence[str] = ()) -> None:
+    """The end-of-run report; ``files`` (in --out-dir) and ``notes`` (lines before them) let simsiam_lightning.py
+    print the same report."""
+
     def fmt(result: Optional[Dict[str, float]]) -> str:
         return "-" if not result else f"top1 {result['top1']:.4f}" + (
             f", top5 {result['top5']:.4f}" if "top5" in result else "")
@@ -384,8 +431,8 @@ def report(summary: Dict[str, Any], args: argparse.Namespace) -> None:
         lines.append("NOTE: this was a SMOKE RUN on the embedded digits. Digits are easy for any encoder (see the "
                      "random-init and raw-pixel rows): these numbers show the pipeline works, not that SimSiam "
                      "learned good features. Point --data-dir at CIFAR-10 for real results.")
-    lines.append(f"files: {args.out_dir / 'metrics.csv'}, {args.out_dir / 'metrics.png'}, "
-                 f"{args.out_dir / 'last.pt'}, {args.out_dir / 'summary.json'}")
+    lines.extend(notes)
+    lines.append("files: " + ", ".join(str(args.out_dir / name) for name in files))
     _cli.print_report(f"SimSiam {summary['backbone']}, {summary['epochs']} epochs, batch {summary['batch_size']}, "
                       f"{summary['pipeline']} pipeline, {summary['devices']} process(es)", lines)
 
@@ -413,11 +460,27 @@ def lightly_views(train: ImageArrays, args: argparse.Namespace, epoch: int, rank
 
 
 # ------------------------------------------------------------------------------------------------------ main
-def run(args: argparse.Namespace) -> None:
+def load_splits(args: argparse.Namespace) -> Union[TrainTestSplit, StreamingSplit]:
+    """The training and held-out images: decoded whole (tensors), or for --pipeline stream datasets whose items
+    are read when a batch needs them (the same images, the same split and --subset)."""
+    if args.pipeline == "stream":
+        _cli.check_at_least(args, 1, "stream_size")
+        splits: Any = stream_train_test(args.data_dir, size=args.stream_size, download=args.download,
+                                        cache_dir=args.cache_dir, holdout_per_class=args.holdout_per_class,
+                                        embedded_size=SMOKE["input_size"])
+        if args.subset is not None:
+            keep = random_subset_indices(len(splits.train), args.subset, args.seed, name="--subset")
+            splits = replace(splits, train=splits.train.subset(keep))
+        return splits
     splits = lse.load_train_test(args.data_dir, download=args.download, cache_dir=args.cache_dir,
                                  holdout_per_class=args.holdout_per_class, embedded_size=SMOKE["input_size"])
     if args.subset is not None:
         splits = replace(splits, train=random_subset(splits.train, args.subset, args.seed, name="--subset"))
+    return splits
+
+
+def run(args: argparse.Namespace) -> None:
+    splits = load_splits(args)
     resolve_defaults(args, splits.embedded)
     if splits.embedded:
         print(_cli.embedded_data_notice(f"a SMOKE RUN of the pipeline ({args.epochs} epochs, {args.input_size}px)"),

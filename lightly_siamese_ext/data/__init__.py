@@ -1,4 +1,4 @@
-"""Data path: labelled pairs and triplets, P x K batches, and a device-resident loader."""
+"""Data path: labelled pairs and triplets, P x K batches, a device-resident loader, and images streamed by\nDataLoader workers as fixed-size uint8 tensors."""
 
 from lightly_siamese_ext.data.array_dataset import ArrayImageDataset
 from lightly_siamese_ext.data.arrays import ImageArrays, images_from_numpy
@@ -17,7 +17,8 @@ from lightly_siamese_ext.data.sources import (
     load_train_test,
     subset,
 )
-from lightly_siamese_ext.data.subsets import first_per_class, random_subset
+from lightly_siamese_ext.data.streaming import StreamingImageDataset, StreamingSplit, stream_train_test, streaming_loader
+from lightly_siamese_ext.data.subsets import first_per_class, random_subset, random_subset_indices
 from lightly_siamese_ext.data.targets import read_targets
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "OpenSetSplit",
     "PKSampler",
     "PairDataset",
+    "StreamingImageDataset",
+    "StreamingSplit",
     "TrainTestSplit",
     "TripletDataset",
     "first_per_class",
@@ -40,7 +43,10 @@ __all__ = [
     "load_train_test",
     "open_set_split",
     "random_subset",
+    "random_subset_indices",
     "read_targets",
     "split_classes",
+    "stream_train_test",
+    "streaming_loader",
     "subset",
 ]

@@ -24,18 +24,20 @@ class _Decoded(NamedTuple):
     sha256: Optional[str]
 
 
-
-
-
-
 def _decode(image: ListedImage) -> _Decoded:
     """The RGB pixels of one listed image (and its content hash if ``image.racy``)."""
     data = read_regular_file(image.real or image.path, shown=image.path)
     return _Decoded(_decode_bytes(data, image.path), hashlib.sha256(data).hexdigest() if image.racy else None)
 
 
-def _decode_bytes(data: bytes, path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels of the encoded image ``data`` read from ``path`` (see :func:`_as_rgb8`)."""
+def decode_listed(image: ListedImage, draft_size: Optional[int] = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB pixels of one listed image; with ``draft_size``, a JPEG is decoded at the smallest
+    power-of-two reduction whose sides stay >= ``draft_size`` (Pillow's ``draft``: what makes large images cheap)."""
+    return _decode_bytes(read_regular_file(image.real or image.path, shown=image.path), image.path, draft_size)
+
+
+def _decode_bytes(data: bytes, path: str, draft_size: Optional[int] = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB pixels of the encoded image ``data`` read from ``path`` (see :func:`as_rgb8`)."""
     try:
         picture = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -48,11 +50,13 @@ def _decode_bytes(data: bytes, path: str) -> np.ndarray:
             raise _decompression_bomb(
                 path, f"{picture.width}x{picture.height} = {picture.width * picture.height} pixels, more than "
                       f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}")
+        if draft_size is not None:
+            picture.draft("RGB", (draft_size, draft_size))  # JPEG only; other formats ignore it
         try:
-            pixels = _pillow_pixels(picture)
+            pixels = pillow_pixels(picture)
         except Exception as error:
             raise ValueError(f"cannot decode image file {path}: {type(error).__name__}: {error}") from error
-        return _as_rgb8(pixels, picture.mode, path)
+        return as_rgb8(pixels, picture.mode, path)
 
 
 def _decompression_bomb(path: str, detail: str) -> ValueError:
@@ -60,8 +64,8 @@ def _decompression_bomb(path: str, detail: str) -> ValueError:
                       "raise PIL.Image.MAX_IMAGE_PIXELS")
 
 
-def _pillow_pixels(picture: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB for colour modes, (H, W) in the mode's own dtype for grey ones (scaled by _as_rgb8).
+def pillow_pixels(picture: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB for colour modes, (H, W) in the mode's own dtype for grey ones (scaled by as_rgb8).
     Alpha is dropped, as torchvision's loader (``convert("RGB")``) does; palettes go through RGBA so that a palette
     transparency needs no warning."""
     mode = picture.mode
@@ -76,8 +80,8 @@ def _pillow_pixels(picture: Image.Image) -> np.ndarray:
     return np.asarray(picture.convert("RGB"))  # CMYK, YCbCr, LAB, HSV, RGBX, RGBa, La: 8-bit conversions
 
 
-def _as_rgb8(pixels: np.ndarray, mode: str, path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from :func:`_pillow_pixels`, never clipped:
+def as_rgb8(pixels: np.ndarray, mode: str, path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from :func:`pillow_pixels`, never clipped:
 
     * 16-bit grey (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``) keeps its high byte (``v >> 8``), as Pillow itself
       decodes 16-bit RGB and RGBA PNGs, so a 16-bit picture reads the same whether stored grey or colour.

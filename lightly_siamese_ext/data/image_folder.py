@@ -49,7 +49,7 @@ def load_image_folder(
     the rules of this module's docstring for hidden files, links and files that are not regular images. Images are
     decoded to RGB by Pillow on ``num_threads`` threads (Pillow releases the GIL while decoding) and must all have
     the same size. Modes other than RGB are converted without clipping: 16-bit grey keeps its high byte (``>> 8``),
-    float images are taken as 0..1, alpha is dropped (see :func:`_as_rgb8`). A file that cannot be read or decoded,
+    float images are taken as 0..1, alpha is dropped (``_decoding.as_rgb8``). A file that cannot be read or decoded,
     and a possible decompression bomb (more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels), raise ``ValueError``
     naming it.
 

@@ -147,18 +147,29 @@ def _has_class_folders(path: Path) -> bool:
     return path.is_dir() and any(entry.is_dir() for entry in visible_entries(path))
 
 
-def _load_dir(root: Path, cache_dir: Path) -> ImageSource:
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_dir {root} does not exist or is not a folder")
-    if (root / "cifar-10-batches-py").is_dir() or (root / "data_batch_1").is_file():
-        return ImageSource(load_cifar10_folder(root, train=True), load_cifar10_folder(root, train=False),
-                           f"CIFAR-10 (torchvision python release) from {root}", embedded=False)
+def is_cifar10_folder(root: Path) -> bool:
+    return (root / "cifar-10-batches-py").is_dir() or (root / "data_batch_1").is_file()
+
+
+def image_folder_layout(root: Path) -> Tuple[Path, Optional[Path]]:
+    """``(train folder, test folder or None)`` of an ImageFolder ``data_dir``: ``<class>/<image>``, or
+    ``train/<class>/<image>`` with an optional ``test`` or ``val`` sibling; FileNotFoundError for anything else."""
     train_dir = root / "train" if _has_class_folders(root / "train") else root
     test_dir = next((root / name for name in ("test", "val") if _has_class_folders(root / name)), None)
     if train_dir is root and test_dir is None and not _has_class_folders(root):
         raise FileNotFoundError(
             f"data_dir {root} holds neither torchvision's cifar-10-batches-py nor an ImageFolder (<class>/<image>)"
         )
+    return train_dir, test_dir
+
+
+def _load_dir(root: Path, cache_dir: Path) -> ImageSource:
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_dir {root} does not exist or is not a folder")
+    if is_cifar10_folder(root):
+        return ImageSource(load_cifar10_folder(root, train=True), load_cifar10_folder(root, train=False),
+                           f"CIFAR-10 (torchvision python release) from {root}", embedded=False)
+    train_dir, test_dir = image_folder_layout(root)
     train = load_image_folder(train_dir, cache_dir=cache_dir)
     test = load_image_folder(test_dir, cache_dir=cache_dir) if test_dir is not None else None
     if test is not None and test.classes != train.classes:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from lightly_siamese_ext._validation import check_int, check_positive_int
 from lightly_siamese_ext.data.arrays import ImageArrays
 from lightly_siamese_ext.data.sources import subset
 from lightly_siamese_ext.data.targets import ClassIndex
 
-__all__ = ["first_per_class", "random_subset"]
+__all__ = ["first_per_class", "random_subset", "random_subset_indices"]
 
 
 def random_subset(arrays: ImageArrays, size: int, seed: int, name: str = "size") -> ImageArrays:
@@ -18,10 +19,15 @@ def random_subset(arrays: ImageArrays, size: int, seed: int, name: str = "size")
     Random rather than the first ``size``: datasets are often sorted by class. ``name`` is what error messages call
     ``size`` (e.g. a command-line flag).
     """
-    total = len(arrays.labels)
+    return subset(arrays, random_subset_indices(len(arrays.labels), size, seed, name))
+
+
+def random_subset_indices(total: int, size: int, seed: int, name: str = "size") -> Tensor:
+    """The (size,) sorted indices :func:`random_subset` keeps of ``total`` images: the same draw for any dataset of
+    that length (e.g. ``StreamingImageDataset.subset``)."""
     check_int(size, name, 1, total)  # at most the number of images
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-    return subset(arrays, order[:size].sort().values)
+    return order[:size].sort().values
 
 
 def first_per_class(arrays: ImageArrays, count: int, name: str = "count") -> ImageArrays:

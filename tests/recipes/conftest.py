@@ -30,6 +30,11 @@ def simsiam_recipe() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
+def lightning_recipe() -> ModuleType:
+    return load_recipe("simsiam_lightning")
+
+
+@pytest.fixture(scope="session")
 def linear_eval_recipe() -> ModuleType:
     return load_recipe("linear_eval")
 

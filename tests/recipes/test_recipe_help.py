@@ -11,7 +11,7 @@ import pytest
 from _cli import DefaultsHelpFormatter, recipe_parser
 from conftest import load_recipe
 
-RECIPE_NAMES = ["simsiam_cifar", "linear_eval", "siamese_pairs", "triplet_retrieval"]
+RECIPE_NAMES = ["simsiam_cifar", "simsiam_lightning", "linear_eval", "siamese_pairs", "triplet_retrieval"]
 
 
 def _options(parser: argparse.ArgumentParser):
@@ -37,7 +37,7 @@ def test_help_exits_zero_and_names_the_paper_defaults(name: str) -> None:
     with contextlib.redirect_stdout(stdout), pytest.raises(SystemExit) as exit_info:
         load_recipe(name).parse_args(["--help"])
     assert exit_info.value.code == 0
-    if name == "simsiam_cifar":  # the paper's Appendix D recipe, as the user reads it
+    if name in ("simsiam_cifar", "simsiam_lightning"):  # the paper's Appendix D recipe, as the user reads it
         for fragment in ("default 800", "default 512", "(default: 0.03)", "(default: 0.9)", "(default: 0.0005)",
                          "(default: 2048)", "(default: 0.2)"):
             assert fragment in " ".join(stdout.getvalue().split()), fragment

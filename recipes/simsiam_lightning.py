@@ -1,0 +1,507 @@
+#!/usr/bin/env python
+"""SimSiam on CIFAR-10 trained by PyTorch Lightning's Trainer: simsiam_cifar.py's recipe (the paper's Appendix D)
+with Lightning's engine, for multi-GPU and multi-node runs.
+
+    python recipes/simsiam_lightning.py --data-dir ~/data/cifar10                      # every GPU of this machine
+    python recipes/simsiam_lightning.py --data-dir ~/data/cifar10 --devices 4 --strategy ddp --sync-bn
+    torchrun --nproc-per-node 4 recipes/simsiam_lightning.py --devices 4 --data-dir ~/data/cifar10
+    srun python recipes/simsiam_lightning.py --num-nodes 2 --devices 8 --data-dir ~/data/cifar10   # SLURM
+    python recipes/simsiam_lightning.py --resume                                       # continue the run in --out-dir
+    python recipes/simsiam_lightning.py --accelerator cpu --devices 2                  # no data: digits, 2 gloo ranks
+
+The data, model, optimisation, augmentation and evaluation arguments are simsiam_cifar.py's, with the same
+defaults and meaning (see --help), and so are the model, the data split and the final report, imported from it;
+this file shows what Lightning does with them:
+
+- SimSiamModule (a LightningModule): the model, two views of every batch made on the device after the transfer
+  (BatchedSimSiamTransform, its random stream derived from --seed, the epoch and the global rank), the symmetric
+  loss, SGD with lr = base_lr x batch / 256 and the paper's cosine stepped once per epoch.
+- SimSiamData (a LightningDataModule): each rank's share of the training images, built in train_dataloader(),
+  when the Trainer knows the rank and the world size. --batch-size is the global batch: every rank trains on
+  batch / world size images per step (world size = --devices x --num-nodes).
+- EpochMonitor (a Callback): per epoch, the loss, the collapse monitor, the kNN accuracy on held-out data every
+  --eval-every epochs (lse.knn_accuracy, rank 0) and a check that the ranks trained on disjoint images, as one
+  row of metrics.csv.
+- Checkpoints and --resume are Lightning's: ModelCheckpoint(save_last=True) writes last.ckpt every epoch and
+  --resume continues from it with trainer.fit(ckpt_path=...), restoring the weights, optimizer, schedule and
+  loops; the data order and the augmentation of an epoch depend only on (--seed, epoch, rank), so a resumed run
+  trains exactly as an uninterrupted one.
+
+Multi-process runs use Lightning's DDP with its script launcher (--strategy ddp, what auto picks for several
+devices), torchrun or SLURM; ddp_spawn / ddp_fork are refused (the monitor and the report would stay in the
+spawned processes).
+
+Pipelines: "batched" (default) keeps the training images on each rank's device; "stream" has DataLoader workers
+decode them (an ImageFolder is read from its files; for data too large to keep resident) and moves each uint8
+batch to the device, where the same batched augmentation runs.
+
+Outputs in --out-dir: metrics.csv, metrics.png, last.ckpt (and the epoch's checkpoint beside it), model.pt (the
+trained SimSiam in simsiam_cifar.py's checkpoint format: linear_eval.py --checkpoint reads it), summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+from torch import Tensor
+
+import _cli
+import _common
+import _run_dir
+import lightly_siamese_ext as lse
+import simsiam_cifar  # the plain-PyTorch recipe: its model, data split, evaluation and report
+from lightly_siamese_ext.data import StreamingSplit, TrainTestSplit, streaming_loader
+from lightly_siamese_ext.training import MetricsLog, ranks_agree, save_checkpoint
+
+PAPER, SMOKE, NORMALIZE = simsiam_cifar.PAPER, simsiam_cifar.SMOKE, simsiam_cifar.NORMALIZE
+CHECKPOINT_NAME = "last.ckpt"
+# What a --resume may change: how and where the run executes and what it evaluates, not what it trains.
+MAY_CHANGE = (*_run_dir.MAY_CHANGE_ON_RESUME, "pipeline", "num_workers", "accelerator", "devices", "num_nodes",
+              "strategy", "sync_bn", "channels_last", "eval_every", "knn_k", "knn_t", "linear_epochs",
+              "no_baselines", "no_progress")
+PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}  # --precision -> Lightning's precision
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _cli.recipe_parser(__doc__)
+    data = _cli.add_data_arguments(parser)
+    data.add_argument("--holdout-per-class", type=int, default=500,
+                      help="images per class held out for evaluation when the data has no test split")
+    data.add_argument("--subset", type=int, default=None,
+                      help="train on N training images drawn at random (seeded); they are also the kNN bank")
+    data.add_argument("--pipeline", choices=["batched", "stream"], default="batched",
+                      help="batched: the training images resident on each device, augmented there; stream: images "
+                           "decoded by DataLoader workers, augmented on the device")
+    data.add_argument("--num-workers", type=int, default=None,
+                      help="DataLoader workers per process for --pipeline stream (default: CPU count / --devices)")
+    data.add_argument("--stream-size", type=int, default=None,
+                      help="--pipeline stream: images are resized (shorter side, then a centre crop) to this square "
+                           "side before augmentation (default: keep their size, which must be the same for all)")
+
+    model = parser.add_argument_group("model")
+    _cli.add_backbone_arguments(model, kwargs_help="passed to timm.create_model, e.g. zero_init_last=False "
+                                                   "drop_path_rate=0.1")
+    model.add_argument("--proj-layers", type=int, default=2, help="projector depth (2 = CIFAR, 3 = ImageNet)")
+    model.add_argument("--proj-dim", type=int, default=2048, help="projector width and output (predictor in/out)")
+    model.add_argument("--pred-hidden-dim", type=int, default=512, help="predictor bottleneck width")
+
+    optim = parser.add_argument_group("optimisation (SGD, per-epoch cosine schedule)")
+    optim.add_argument("--epochs", type=int, default=None,
+                       help=f"default {PAPER['epochs']} (embedded smoke run: {SMOKE['epochs']})")
+    optim.add_argument("--batch-size", type=int, default=None,
+                       help=f"global batch, split across the devices; default {PAPER['batch_size']} "
+                            f"(smoke: {SMOKE['batch_size']})")
+    optim.add_argument("--base-lr", type=float, default=0.03, help="lr = base_lr x batch_size / 256")
+    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    optim.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    optim.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up before the cosine decay")
+    optim.add_argument("--fix-predictor-lr", action="store_true",
+                       help="keep the predictor's lr constant (paper, Sec. 4.4)")
+
+    aug = parser.add_argument_group("augmentation (lightly's SimSiamTransform arguments)")
+    aug.add_argument("--input-size", type=int, default=None,
+                     help=f"default {PAPER['input_size']} (smoke: {SMOKE['input_size']})")
+    aug.add_argument("--min-scale", type=float, default=0.2,
+                     help="smallest random crop, as a fraction of the image area")
+    aug.add_argument("--cj-prob", type=float, default=0.8, help="colour-jitter probability")
+    aug.add_argument("--cj-strength", type=float, default=1.0,
+                     help="jitter = (0.4, 0.4, 0.4, 0.1) x strength, as the paper")
+    aug.add_argument("--random-gray-scale", type=float, default=0.2, help="grayscale probability")
+    aug.add_argument("--gaussian-blur", type=float, default=0.0, help="blur probability (the paper: none on CIFAR)")
+    aug.add_argument("--hf-prob", type=float, default=0.5, help="horizontal-flip probability")
+
+    run = parser.add_argument_group("run (Lightning's Trainer)")
+    run.add_argument("--out-dir", type=Path, default=Path("runs/simsiam_lightning"),
+                     help="where metrics.csv, the plot, the checkpoints, model.pt and summary.json go")
+    run.add_argument("--resume", action="store_true", help=f"continue from <out-dir>/{CHECKPOINT_NAME}")
+    run.add_argument("--stop-after-epoch", type=int, default=None,
+                     help="stop (as if killed) after this epoch; --resume continues to the same result")
+    run.add_argument("--seed", type=int, default=0, help="seeds the initialisation, the data order and the "
+                                                         "augmentation (each rank: its own stream)")
+    run.add_argument("--accelerator", default="auto", help="Trainer(accelerator=): cpu, gpu, cuda, mps, auto")
+    run.add_argument("--devices", default="auto",
+                     help="Trainer(devices=): processes per node (a number), GPU ids (0,1), -1 or auto")
+    run.add_argument("--num-nodes", type=int, default=1, help="Trainer(num_nodes=): machines (SLURM, torchrun)")
+    run.add_argument("--strategy", default="auto", help="Trainer(strategy=): auto, ddp, ddp_spawn, ...")
+    run.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                     help="auto: bf16 mixed precision on CUDA, fp32 elsewhere")
+    run.add_argument("--sync-bn", action="store_true", help="Trainer(sync_batchnorm=True): batch norm across ranks")
+    run.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto", help="auto: on for CUDA")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's "
+                                                               "choice)")
+
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval-every", type=int, default=10, help="kNN every N epochs (and after the last)")
+    evaluation.add_argument("--knn-k", type=int, default=200, help="kNN neighbours (lightly's knn_predict)")
+    evaluation.add_argument("--knn-t", type=float, default=0.1, help="kNN temperature")
+    evaluation.add_argument("--linear-epochs", type=int, default=100, help="0 skips the final linear probe")
+    evaluation.add_argument("--no-baselines", action="store_true",
+                            help="skip the kNN of a random-init encoder and of raw pixels")
+    evaluation.add_argument("--no-progress", action="store_true", help="no progress bar: one line per epoch")
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+# -------------------------------------------------------------------------------------------------- the model
+class SimSiamModule(pl.LightningModule):
+    """SimSiam as Lightning trains it: ``lse.SimSiam``, views made on the device, ``lse.simsiam_loss``, SGD."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.save_hyperparameters(_cli.checkpointable_args(args))  # in every checkpoint: --resume compares them
+        self.args = args
+        torch.manual_seed(args.seed)  # simsiam_cifar.py's initial weights
+        self.model = simsiam_cifar.build_model(args)
+        self.augment = lse.BatchedSimSiamTransform(
+            input_size=args.input_size, min_scale=args.min_scale, cj_prob=args.cj_prob,
+            cj_strength=args.cj_strength, random_gray_scale=args.random_gray_scale,
+            gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob, normalize=NORMALIZE,
+        )
+        self.views_generator: Optional[torch.Generator] = None
+        self.ranks_agree: Optional[bool] = None
+
+    def memory_format(self) -> torch.memory_format:
+        on = self.args.channels_last == "on" or (self.args.channels_last == "auto" and self.device.type == "cuda")
+        return torch.channels_last if on else torch.contiguous_format
+
+    def on_fit_start(self) -> None:
+        self.model.to(memory_format=self.memory_format())
+
+    def on_train_epoch_start(self) -> None:
+        # The epoch's augmentation: from (seed, epoch, global rank) alone, as in simsiam_cifar.py. Every rank draws
+        # its own views, and a resumed run draws what an uninterrupted one would have.
+        self.views_generator = _common.epoch_generator(self.args.seed, self.current_epoch, self.device,
+                                                       self.global_rank)
+
+    def on_after_batch_transfer(self, batch: Sequence[Tensor], dataloader_idx: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """uint8 images on the device -> two augmented float views. The batch's last item is each image's index in
+        the training split (the EpochMonitor checks that ranks see disjoint images)."""
+        images, ids = batch[0], batch[-1]
+        x0, x1 = self.augment(images, self.views_generator)
+        memory_format = self.memory_format()
+        return x0.contiguous(memory_format=memory_format), x1.contiguous(memory_format=memory_format), ids
+
+    def training_step(self, batch: Tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Dict[str, Tensor]:
+        x0, x1, ids = batch
+        out = self.model(x0, x1)  # SimSiamOutput: projections z (detached) and predictions p
+        loss = lse.simsiam_loss(out)  # 0.5 * (D(p0, z1) + D(p1, z0)), in float32
+        self.log("loss", loss, prog_bar=True)
+        return {"loss": loss, "z0": out.z0.detach(), "ids": ids}
+
+    def configure_optimizers(self) -> Dict[str, Any]:
+        # The paper's Appendix D: lr scaled with the global batch, cosine per epoch (fix_lr groups stay constant).
+        optimizer = torch.optim.SGD(self.model.parameter_groups(self.args.fix_predictor_lr),
+                                    lr=self.args.base_lr * self.args.batch_size / 256, momentum=self.args.momentum,
+                                    weight_decay=self.args.weight_decay)
+        scheduler = lse.epoch_cosine_scheduler(optimizer, self.args.epochs, warmup_epochs=self.args.warmup_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_train_end(self) -> None:
+        # A DDP sanity check while the process group exists (all ranks take part).
+        self.ranks_agree = ranks_agree(self.model) if self.trainer.world_size > 1 else True
+
+
+# --------------------------------------------------------------------------------------------------- the data
+Splits = Union[TrainTestSplit, StreamingSplit]
+
+
+class SimSiamData(pl.LightningDataModule):
+    """Each rank's share of the training images, built when the Trainer knows the rank and the world size.
+
+    Both pipelines shuffle and shard with ``torch.utils.data.DistributedSampler`` (seed ``--seed``; Lightning calls
+    its ``set_epoch``): the same order as simsiam_cifar.py for the same seed and world size. SimSiam trains without
+    labels: the batches carry each image's index in the training split instead (for the disjointness check).
+    """
+
+    def __init__(self, splits: Splits, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.splits, self.args = splits, args
+
+    def train_dataloader(self) -> Any:
+        rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        per_device = self.args.batch_size // world_size
+        device = self.trainer.strategy.root_device
+        if self.args.pipeline == "stream":  # (images uint8, labels, indices), decoded by worker processes
+            workers = simsiam_cifar.stream_workers(self.args, self.trainer.num_devices)
+            return streaming_loader(self.splits.train, per_device, shuffle=True, drop_last=True, seed=self.args.seed,
+                                    num_replicas=world_size, rank=rank, num_workers=workers,
+                                    pin_memory=device.type == "cuda")
+        train = self.splits.train  # (images uint8, indices), the images resident on this rank's device
+        return lse.GPUResidentLoader(train.images, torch.arange(len(train.labels)), per_device, device=device,
+                                     shuffle=True, drop_last=True, seed=self.args.seed, num_replicas=world_size,
+                                     rank=rank)
+
+
+# ------------------------------------------------------------------------------------------ what each epoch logs
+class EpochMonitor(pl.Callback):
+    """Per epoch, what simsiam_cifar.py measures: the mean loss over ranks, the collapse monitor over the global
+    batch, the kNN accuracy of the held-out split against the training split every ``--eval-every`` epochs (rank 0,
+    frozen backbone), and which images every rank trained on (their indices, gathered: ``shard_overlap`` counts
+    images seen by more than one rank, 0 when the shares are disjoint). Rank 0 writes one metrics.csv row."""
+
+    def __init__(self, splits: Splits, args: argparse.Namespace) -> None:
+        self.splits, self.args = splits, args
+        self.metrics = MetricsLog(args.out_dir / "metrics.csv")
+        self.epochs_done = 0  # in the checkpoint: a resumed run keeps the rows it covers
+        self.knn: Optional[Dict[str, float]] = None
+        self.features: Optional[Tuple[Tensor, Tensor]] = None  # (bank, query) of the last evaluation
+        self.shards: Optional[Dict[str, Any]] = None
+        self.epoch_times: List[float] = []
+        self.images_per_s: List[float] = []
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"epochs_done": self.epochs_done}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.epochs_done = int(state_dict["epochs_done"])
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.collapse = lse.CollapseMonitor(gather_distributed=trainer.world_size > 1)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this epoch trains at
+        self.loss_sum: Any = torch.zeros((), device=pl_module.device)
+        self.steps, self.ids = 0, []
+        self.collapse.reset()
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.loss_sum = self.loss_sum + outputs["loss"].detach()  # no host sync per step
+        self.collapse.update(outputs["z0"])
+        self.ids.append(outputs["ids"])
+        self.steps += 1
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        epoch_time = time.perf_counter() - self.started
+        images_per_s = self.steps * self.args.batch_size / epoch_time
+        # Collectives first (every rank): the loss, the collapse statistics and the indices of all ranks.
+        loss = float(trainer.strategy.reduce(self.loss_sum / max(self.steps, 1), reduce_op="mean"))
+        collapse_std = self.collapse.compute()
+        self.shards = shard_check(trainer, pl_module, torch.cat(self.ids) if self.ids else torch.zeros(0),
+                                  epoch)
+        evaluate_now = (epoch + 1) % self.args.eval_every == 0 or epoch + 1 == self.args.epochs
+        knn_top1 = None
+        if trainer.is_global_zero:
+            if evaluate_now:
+                self.features = simsiam_cifar.encode_splits(pl_module.model.embed, self.splits, pl_module.device,
+                                                            self.args)
+                self.knn = simsiam_cifar.knn_of(self.features, self.splits, self.args)
+                knn_top1 = self.knn["top1"]
+            self.epoch_times.append(epoch_time)
+            self.images_per_s.append(images_per_s)
+            row = {"epoch": epoch + 1, "loss": loss, "collapse_std": collapse_std,
+                   "collapse_ratio": self.collapse.ratio, "knn_top1": knn_top1, "lr": self.lr,
+                   "epoch_time_s": epoch_time, "images_per_s": images_per_s,
+                   "shard_overlap": self.shards["overlap"]}
+            self.metrics.append(row)
+            self.metrics.plot(self.args.out_dir / "metrics.png", ["loss", "knn_top1", "collapse_std"],
+                              title=f"SimSiam {self.args.backbone} (Lightning)")
+            if self.args.no_progress:
+                knn = f" knn {knn_top1:.3f}" if knn_top1 is not None else ""
+                print(f"epoch {epoch + 1}/{self.args.epochs} loss {loss:+.4f} std {collapse_std:.4f}{knn} "
+                      f"{images_per_s:.0f} img/s", flush=True)
+            if self.collapse.is_collapsed:
+                print(f"WARNING: representations look collapsed at epoch {epoch + 1}: std of the normalised "
+                      f"projections is {collapse_std:.4f}, {self.collapse.ratio:.2f} of the healthy 1/sqrt(d). "
+                      "Check the learning rate, the predictor and the augmentation.", flush=True)
+            if self.shards["overlap"]:
+                print(f"WARNING: at epoch {epoch + 1}, {self.shards['overlap']} images were trained on by more than "
+                      "one rank: the ranks' shares of the data are not disjoint.", flush=True)
+        self.epochs_done = epoch + 1
+
+
+def shard_check(trainer: pl.Trainer, pl_module: pl.LightningModule, ids: Tensor, epoch: int) -> Dict[str, Any]:
+    """Which training images each rank saw this epoch: per rank the count, a sha256 of its sorted indices and its
+    augmentation seed; ``overlap`` counts indices seen by more than one rank. A collective (every rank calls it)."""
+    generator = pl_module.views_generator
+    ids = ids.to(pl_module.device, torch.long)
+    seed = torch.tensor([generator.initial_seed() if generator is not None else -1], device=pl_module.device)
+    gathered, seeds = gather_equal(ids, trainer.world_size), gather_equal(seed, trainer.world_size)
+    ranks = [{"rank": rank, "images": len(part),
+              "sha256": hashlib.sha256(part.sort().values.numpy().tobytes()).hexdigest(),
+              "augmentation_seed": int(seeds[rank])} for rank, part in enumerate(gathered)]
+    return {"epoch": epoch + 1, "ranks": ranks, "overlap": int(gathered.numel() - gathered.unique().numel())}
+
+
+def gather_equal(tensor: Tensor, world_size: int) -> Tensor:
+    """(world_size, N) on the CPU: ``tensor`` (N,) of every rank (the same N on all: drop_last)."""
+    if world_size == 1:
+        return tensor[None].cpu()
+    parts = [torch.empty_like(tensor) for _ in range(world_size)]
+    torch.distributed.all_gather(parts, tensor)
+    return torch.stack(parts).cpu()
+
+
+# ---------------------------------------------------------------------------------------------- the Trainer
+def build_trainer(args: argparse.Namespace, monitor: EpochMonitor) -> pl.Trainer:
+    """Lightning's Trainer for the arguments; a configuration Lightning refuses is a ValueError (one line)."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+    from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
+
+    devices: Union[int, str] = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices
+    cuda = args.accelerator in ("gpu", "cuda") or (args.accelerator == "auto" and torch.cuda.is_available())
+    precision = PRECISION[args.precision] if args.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
+    stop = args.stop_after_epoch if args.stop_after_epoch is not None and args.stop_after_epoch < args.epochs else None
+    checkpoint = ModelCheckpoint(dirpath=args.out_dir, save_last=True, enable_version_counter=False)
+    try:
+        trainer = pl.Trainer(
+            max_epochs=stop or args.epochs, accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes,
+            strategy=args.strategy, precision=precision, sync_batchnorm=args.sync_bn,
+            use_distributed_sampler=False,  # SimSiamData shards itself, with simsiam_cifar.py's order
+            callbacks=[monitor, checkpoint], logger=False, default_root_dir=args.out_dir,
+            enable_progress_bar=not args.no_progress, enable_model_summary=False, num_sanity_val_steps=0,
+            benchmark=True if cuda else None,
+        )
+    except (MisconfigurationException, ImportError, ValueError, RuntimeError, TypeError) as error:
+        raise ValueError(f"Lightning's Trainer refuses --accelerator {args.accelerator} --devices {args.devices} "
+                         f"--num-nodes {args.num_nodes} --strategy {args.strategy}: {error}") from error
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        # ddp_spawn / ddp_fork / ddp_notebook train in child processes and send back only the weights: the epoch
+        # monitor's results (the last kNN, the shard check) and the report would be lost or wrong.
+        raise ValueError(f"--strategy {args.strategy} trains in processes started by multiprocessing, whose epoch "
+                         "monitor and report stay in them: use --strategy ddp (Lightning's launcher, torchrun or "
+                         "SLURM)")
+    return trainer
+
+
+def check_args(args: argparse.Namespace, world_size: int, n_train: int) -> None:
+    """simsiam_cifar.py's checks, with the world size the Trainer resolved."""
+    per_device = args.batch_size // world_size
+    if args.batch_size % world_size:
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by the world size {world_size} "
+                         f"(--devices x --num-nodes): it is the global batch")
+    if per_device < 2:
+        raise ValueError(f"--batch-size must give >= 2 images per device (batch norm), got {per_device} "
+                         f"({args.batch_size} over {world_size} devices)")
+    _cli.check_at_least(args, 1, "num_nodes")
+    plain = argparse.Namespace(**{**vars(args), "devices": world_size, "device": "auto"})
+    simsiam_cifar.check_args(plain, n_train)
+    args.knn_k = plain.knn_k  # at most the bank's size, as the report says
+
+
+def checkpoint_to_resume(args: argparse.Namespace) -> Tuple[Optional[Path], int]:
+    """``(checkpoint, epochs it finished)`` for --resume, ``(None, 0)`` for a fresh run. A missing or unreadable
+    checkpoint, one trained with other training arguments, or a fresh run into a folder that holds one, is an
+    error: a resumed run only continues to the same result with the same arguments."""
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        raise NotADirectoryError(f"--out-dir {args.out_dir} is a file, not a folder")
+    path = args.out_dir / CHECKPOINT_NAME
+    if not args.resume:
+        if path.exists():
+            raise ValueError(f"--out-dir {args.out_dir} already holds a run ({path}): continue it with --resume, or "
+                             "choose another --out-dir")
+        return None, 0
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for files that are not checkpoints
+        raise ValueError(f"--resume: {path} is not a readable checkpoint ({type(error).__name__})") from error
+    saved = payload.get("hyper_parameters") if isinstance(payload, dict) else None
+    monitor = payload.get("callbacks", {}).get(EpochMonitor.__qualname__) if isinstance(saved, dict) else None
+    if not isinstance(saved, dict) or not isinstance(monitor, dict) or "state_dict" not in payload:
+        raise ValueError(f"--resume: {path} is not a checkpoint of simsiam_lightning.py")
+    now = _cli.checkpointable_args(args)
+    changed = [name for name in now if name not in MAY_CHANGE and name in saved and saved[name] != now[name]]
+    if changed:
+        options = ", ".join(f"--{name.replace('_', '-')} {saved[name]} (now {now[name]})" for name in changed)
+        raise ValueError(f"--resume: {path} was trained with {options}; a resumed run keeps its training arguments "
+                         "(start a new run in another --out-dir to change them)")
+    return path, int(monitor["epochs_done"])
+
+
+def quiet_lightning(resume: bool) -> None:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):  # its info lines, not ours
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning 2.6 uses torch's deprecated LeafSpec check when it moves batches: not ours to fix.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # Said because SimSiamData (a LightningDataModule) inherits the hook too; SimSiamModule's is the one meant.
+    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule`")
+    if resume:  # the folder holds the run being continued
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
+def say(text: str) -> None:
+    """Prints on rank 0 only (Lightning's DDP runs this script once per process; the rank from the environment)."""
+    if rank_zero_only.rank == 0:
+        print(text, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------ main
+def run(args: argparse.Namespace) -> None:
+    quiet_lightning(args.resume)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = simsiam_cifar.load_splits(args)
+    simsiam_cifar.resolve_defaults(args, splits.embedded)
+    if splits.embedded:
+        say(_cli.embedded_data_notice(f"a SMOKE RUN of the pipeline ({args.epochs} epochs, {args.input_size}px)"))
+    monitor = EpochMonitor(splits, args)
+    trainer = build_trainer(args, monitor)
+    check_args(args, trainer.world_size, len(splits.train.labels))
+    checkpoint: Optional[Path] = args.out_dir / CHECKPOINT_NAME if args.resume else None
+    # The Trainer knows this process's rank from the launcher's environment (Lightning's script launcher, torchrun,
+    # SLURM); the other ranks start inside fit(), after rank 0 passed these checks.
+    if trainer.is_global_zero:
+        checkpoint, epochs_done = checkpoint_to_resume(args)
+        monitor.metrics.truncate(epochs_done)  # a resumed run drops the rows its checkpoint does not cover
+    say(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} evaluation "
+        f"images; global batch {args.batch_size} = {trainer.world_size} device(s) x "
+        f"{args.batch_size // trainer.world_size} images per step")
+
+    module = SimSiamModule(args)
+    trainer.fit(module, datamodule=SimSiamData(splits, args), ckpt_path=checkpoint)
+
+    if not trainer.is_global_zero:
+        return
+    device = trainer.strategy.root_device
+    model = module.model.to(device)  # Lightning's teardown moved it to the CPU
+    save_checkpoint(args.out_dir / "model.pt", model=model, epoch=monitor.epochs_done,
+                    extra={"args": _cli.checkpointable_args(args), "data": splits.description})
+    if monitor.epochs_done < args.epochs:
+        say(f"stopping after epoch {monitor.epochs_done} (--stop-after-epoch); continue with --resume")
+        return
+    summary = simsiam_cifar.final_evaluation(model, splits, device, args, monitor.knn, monitor.features)
+    summary.update(devices=trainer.world_size, per_device_batch=args.batch_size // trainer.world_size,
+                   strategy=type(trainer.strategy).__name__, precision=str(trainer.precision),
+                   ranks_agree=module.ranks_agree, shards=monitor.shards)
+    if monitor.epoch_times:
+        summary["epoch_time_s"] = sum(monitor.epoch_times) / len(monitor.epoch_times)
+        summary["images_per_s"] = sum(monitor.images_per_s) / len(monitor.images_per_s)
+    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    notes = [f"devices: {trainer.world_size} x {summary['per_device_batch']} images per step "
+             f"({summary['strategy']}, precision {summary['precision']})"]
+    if monitor.shards is not None:
+        overlap = monitor.shards["overlap"]
+        notes.append(f"data shards (epoch {monitor.shards['epoch']}): " + ", ".join(
+            f"rank {r['rank']} {r['images']} images" for r in monitor.shards["ranks"])
+            + (", disjoint" if not overlap else f", OVERLAPPING in {overlap} images"))
+    simsiam_cifar.report(summary, args, files=("metrics.csv", "metrics.png", CHECKPOINT_NAME, "model.pt",
+                                               "summary.json"), notes=notes)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return _cli.run_cli(lambda: run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
