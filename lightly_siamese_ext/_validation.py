@@ -16,6 +16,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import timm
 import torch
 from torch import Tensor
+from torch.utils.data import DistributedSampler
 
 __all__ = [
     "check_binary_targets",
@@ -34,6 +35,7 @@ __all__ = [
     "check_positive_int",
     "check_probability",
     "check_range",
+    "check_rank_sampler",
     "check_rgb_images",
     "check_same_batch_size",
     "check_same_dim",
@@ -294,3 +296,26 @@ def check_model_name(name: object, argument: str = "name_or_module") -> str:
         hint = f"; close matches: {', '.join(close)}" if close else ""
         raise ValueError(f"{argument}: unknown timm model {name!r}{hint}")
     return name
+
+
+def check_rank_sampler(sampler: object, length: int, num_replicas: Optional[int], rank: Optional[int]) -> None:
+    """What a batch sampler that draws its own batches takes as ``sampler``, to learn its rank, world size and
+    epoch: a ``DistributedSampler`` over the same ``length`` items, and then no ``num_replicas`` / ``rank``."""
+    if not isinstance(sampler, DistributedSampler):
+        raise TypeError(
+            "sampler must be a torch.utils.data.DistributedSampler (it only tells the batch sampler its rank, world "
+            f"size and epoch; the batches are drawn from the labels), got {type(sampler).__name__}"
+        )
+    if num_replicas is not None or rank is not None:
+        raise ValueError(
+            "num_replicas and rank must be None when a sampler is given (the sampler decides them), got "
+            f"num_replicas={num_replicas!r}, rank={rank!r}; under Lightning, which passes its DistributedSampler, "
+            "Trainer(use_distributed_sampler=False) keeps your own"
+        )
+    dataset = getattr(sampler, "dataset", None)
+    size = len(dataset) if hasattr(dataset, "__len__") else None  # type: ignore[arg-type]
+    if size is not None and size != length:
+        raise ValueError(
+            f"sampler must cover the {length} labelled items (labels must label the DataLoader's dataset), got a "
+            f"DistributedSampler over {size} items"
+        )
