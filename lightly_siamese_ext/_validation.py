@@ -13,8 +13,10 @@ import math
 from numbers import Integral, Real
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import timm
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
@@ -36,11 +38,13 @@ __all__ = [
     "check_probability",
     "check_range",
     "check_rank_sampler",
+    "check_rgb_image",
     "check_rgb_images",
     "check_same_batch_size",
     "check_same_dim",
     "check_same_shape",
     "check_vector",
+    "is_single_image",
     "topk_within",
 ]
 
@@ -242,6 +246,23 @@ def check_image_batch(x: object, name: str, in_chans: Optional[int] = None, allo
 def check_rgb_images(images: object, name: str = "images") -> Tensor:
     """What the batched transforms take: a (B, 3, H, W) batch, uint8 (0..255) or floating (0..1)."""
     return check_image_batch(images, name, in_chans=3, allow_uint8=True)
+
+
+def is_single_image(x: object) -> bool:
+    """A PIL image or a 3-D (C, H, W) tensor: what a per-image transform (torchvision's, Lightly's) receives."""
+    return isinstance(x, Image.Image) or (isinstance(x, Tensor) and x.ndim == 3)
+
+
+def check_rgb_image(image: object, name: str = "image") -> Tensor:
+    """One image, a PIL RGB image or a (3, H, W) tensor (uint8 or floating in [0, 1]), as a (1, 3, H, W) batch."""
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            raise ValueError(f"{name} must be an RGB PIL image, got mode {image.mode!r}; use image.convert('RGB')")
+        image = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+    x = _check_tensor(image, name, "(3, H, W)")
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"{name} must be one RGB image of shape (3, H, W), got shape {tuple(x.shape)}")
+    return check_rgb_images(x.unsqueeze(0), name)
 
 
 def check_per_sample(value: object, name: str, batch_size: int, trailing: Tuple[int, ...] = ()) -> Tensor:
