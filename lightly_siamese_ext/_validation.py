@@ -26,6 +26,7 @@ __all__ = [
     "check_distance_matrix",
     "check_embeddings",
     "check_float",
+    "check_headless",
     "check_image_batch",
     "check_int",
     "check_ks",
@@ -308,6 +309,19 @@ def check_normalize(normalize: object) -> Optional[Dict[str, List[float]]]:
             raise ValueError(f"normalize['{key}'] must have 3 values (RGB), got {values!r}")
         checked[key] = [check_float(v, f"normalize['{key}']", minimum, exclusive_minimum=True) for v in values]
     return checked
+
+
+def check_headless(module: torch.nn.Module, argument: str = "name_or_module") -> torch.nn.Module:
+    """``module`` unless it is a timm model with its classifier on (``num_classes > 0``), which would hand its
+    class logits on as features: a ValueError naming the one-line fix instead."""
+    num_classes = getattr(module, "num_classes", 0)
+    if callable(getattr(module, "reset_classifier", None)) and isinstance(num_classes, int) and num_classes > 0:
+        raise ValueError(
+            f"{argument} is a timm model with its classifier on (num_classes={num_classes}): it would be trained "
+            f"on its {num_classes} class logits, not on its features. Pass it headless: call "
+            "model.reset_classifier(0) first (keeps every other weight), or timm.create_model(name, num_classes=0)"
+        )
+    return module
 
 
 def check_model_name(name: object, argument: str = "name_or_module") -> str:
