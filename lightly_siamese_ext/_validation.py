@@ -28,12 +28,15 @@ __all__ = [
     "check_float",
     "check_headless",
     "check_image_batch",
+    "check_indices_tuple",
+    "check_indices_not_gathered",
     "check_int",
     "check_ks",
     "check_labels",
     "check_model_name",
     "check_non_empty",
     "check_normalize",
+    "check_no_positional_indices_tuple",
     "check_per_sample",
     "check_positive_int",
     "check_probability",
@@ -101,7 +104,13 @@ def check_range(value: object, name: str, low: float = -math.inf, high: float = 
     return first, second
 
 
-def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+def check_choice(
+    value: object, name: str, choices: Sequence[str], aliases: Optional[Mapping[str, str]] = None
+) -> str:
+    """``value`` if it is one of ``choices``; another spelling in ``aliases`` (e.g. PML's ``"semihard"``) is
+    returned as the choice it stands for."""
+    if isinstance(value, str) and aliases and value in aliases:
+        value = aliases[value]
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
@@ -209,6 +218,75 @@ def check_same_dim(a: Tensor, b: Tensor, names: str) -> None:
 def check_same_batch_size(x0: Tensor, x1: Tensor, names: str = "x0, x1") -> None:
     if x0.shape[0] != x1.shape[0]:
         raise ValueError(f"{names} must have the same batch size, got {x0.shape[0]} and {x1.shape[0]}")
+
+
+_TRIPLET_PARTS = ("anchor", "positive", "negative")
+_PAIR_PARTS = ("anchor of the positive pairs", "positive", "anchor of the negative pairs", "negative")
+
+
+def check_indices_tuple(indices: object, batch_size: int, device: torch.device) -> Tuple[Tensor, ...]:
+    """A miner's output as pytorch-metric-learning passes it (``indices_tuple``): triplets ``(anchor, positive,
+    negative)`` or pairs ``(anchor1, positive, anchor2, negative)``, 1-D integer tensors on ``device`` holding
+    indices into a batch of ``batch_size``; returned as int64.
+
+    Reading the range is one host sync on CUDA: a negative index (which PyTorch indexing would wrap around to the
+    end of the batch) or one past the batch must not train silently.
+    """
+    name = "indices_tuple"
+    if not isinstance(indices, (tuple, list)) or len(indices) not in (3, 4):
+        got = f"a {type(indices).__name__} of {len(indices)}" if isinstance(indices, (tuple, list)) else repr(indices)
+        raise TypeError(
+            f"{name} must be a tuple of 3 index tensors (anchor, positive, negative) or 4 (anchor1, positive, "
+            f"anchor2, negative), as pytorch-metric-learning's miners return, got {got}"
+        )
+    parts = _TRIPLET_PARTS if len(indices) == 3 else _PAIR_PARTS
+    for i, (index, part) in enumerate(zip(indices, parts)):
+        label = f"{name}[{i}] ({part})"
+        index = _check_tensor(index, label, "(T,)")
+        if index.ndim != 1:
+            raise ValueError(f"{label} must be 1-D of shape (T,), got shape {tuple(index.shape)}")
+        if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+            raise TypeError(f"{label} must hold integer indices, got dtype {index.dtype}")
+        if index.device != device:
+            raise ValueError(f"{label} must be on the embeddings' device {device}, got {index.device}")
+    groups = [(0, 1, 2)] if len(indices) == 3 else [(0, 1), (2, 3)]
+    for group in groups:
+        lengths = [len(indices[i]) for i in group]
+        if len(set(lengths)) > 1:
+            named = ", ".join(f"{name}[{i}]: {len(indices[i])}" for i in group)
+            raise ValueError(f"{' and '.join(f'{name}[{i}]' for i in group)} must have the same length, got {named}")
+    checked = tuple(index.long() for index in indices)
+    every = torch.cat(checked)
+    if every.numel():
+        low, high = torch.stack(torch.aminmax(every)).tolist()
+        if low < 0 or high >= batch_size:
+            raise ValueError(
+                f"{name} must hold indices in [0, {batch_size}) (rows of the embeddings), got values from {low} to "
+                f"{high}"
+            )
+    return checked
+
+
+def check_no_positional_indices_tuple(args: Sequence[object], loss: str, explicit_form: str) -> None:
+    """pytorch-metric-learning's positional call ``loss(embeddings, labels, indices_tuple)``, which would read here
+    as the explicit ``explicit_form``: a ``TypeError`` that names it and the keyword call instead."""
+    if len(args) == 3 and isinstance(args[2], (tuple, list)):
+        raise TypeError(
+            f"{loss} got a {type(args[2]).__name__} of {len(args[2])} tensors as its third positional argument, as in "
+            "pytorch-metric-learning's loss(embeddings, labels, indices_tuple); here three positional arguments are "
+            f"{explicit_form}. "
+            "Pass a miner's output by keyword: loss(embeddings, labels, indices_tuple=miner(embeddings, labels))"
+        )
+
+
+def check_indices_not_gathered(gather_distributed: bool) -> None:
+    """``indices_tuple`` indexes this rank's batch, not the batch gathered from all ranks."""
+    if gather_distributed:
+        raise ValueError(
+            "indices_tuple cannot be used with gather_distributed=True: the indices address this rank's batch, "
+            "the loss would be that of the gathered global batch; use gather_distributed=False (each rank's loss "
+            "on its own tuples, averaged by DDP) or mine on the gathered embeddings yourself"
+        )
 
 
 def check_distance_matrix(distances: object, labels: object) -> Tensor:
