@@ -153,11 +153,8 @@ class PKSampler(BatchSampler):
 
     def global_batches(self) -> Tensor:
         """All ranks' batches of this epoch, (batches_per_epoch * num_replicas, P * K) item indices."""
-        return self._global_batches(self.num_replicas)
-
-    def _global_batches(self, num_replicas: int) -> Tensor:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        num_batches = self.batches_per_epoch * num_replicas
+        num_batches = self.batches_per_epoch * self.num_replicas
         index = self.index
         classes = draw_chunks(
             torch.arange(index.num_classes),
@@ -175,7 +172,7 @@ class PKSampler(BatchSampler):
         return chunks[chunk_of_slot].view(num_batches, self.p * self.k)
 
     def __iter__(self) -> Iterator[List[int]]:
-        num_replicas, rank = self.num_replicas, self.rank  # once per epoch
-        batches = self._global_batches(num_replicas)[rank::num_replicas]
+        num_replicas, rank = self.num_replicas, self.rank
+        batches = self.global_batches()[rank::num_replicas]
         for batch in batches.tolist():
             yield batch
