@@ -233,12 +233,14 @@ def check_indices_tuple(indices: object, batch_size: int, device: torch.device) 
     end of the batch) or one past the batch must not train silently.
     """
     name = "indices_tuple"
-    if not isinstance(indices, (tuple, list)) or len(indices) not in (3, 4):
-        got = f"a {type(indices).__name__} of {len(indices)}" if isinstance(indices, (tuple, list)) else repr(indices)
-        raise TypeError(
-            f"{name} must be a tuple of 3 index tensors (anchor, positive, negative) or 4 (anchor1, positive, "
-            f"anchor2, negative), as pytorch-metric-learning's miners return, got {got}"
-        )
+    expected = (
+        f"{name} must be a tuple of 3 index tensors (anchor, positive, negative) or 4 (anchor1, positive, anchor2, "
+        "negative), as pytorch-metric-learning's miners return"
+    )
+    if not isinstance(indices, (tuple, list)):
+        raise TypeError(f"{expected}, got {type(indices).__name__}")
+    if len(indices) not in (3, 4):
+        raise ValueError(f"{expected}, got a {type(indices).__name__} of {len(indices)}")
     parts = _TRIPLET_PARTS if len(indices) == 3 else _PAIR_PARTS
     for i, (index, part) in enumerate(zip(indices, parts)):
         label = f"{name}[{i}] ({part})"

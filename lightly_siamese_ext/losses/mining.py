@@ -114,7 +114,8 @@ def mine_batch_all(labels: Tensor) -> Triplets:
 def triplets_from_pairs(anchor1: Tensor, positive: Tensor, anchor2: Tensor, negative: Tensor) -> Triplets:
     """Every triplet whose positive pair ``(anchor1[i], positive[i])`` and negative pair ``(anchor2[j],
     negative[j])`` share their anchor, from a pair miner's output: pytorch-metric-learning's conversion
-    (``loss_and_miner_utils.convert_to_triplets``), in its order. Memory O(P N) for P positive and N negative pairs.
+    (``loss_and_miner_utils.convert_to_triplets``), in its order. Memory O(P N) for P positive and N negative pairs;
+    sizing the output is one host sync on CUDA.
     """
     positive_pair, negative_pair = torch.where(anchor1.unsqueeze(1) == anchor2)
     return anchor1[positive_pair], positive[positive_pair], negative[negative_pair]

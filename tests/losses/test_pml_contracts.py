@@ -139,7 +139,8 @@ def test_pmls_positional_call_is_an_error_that_names_the_keyword_call(loss_fn, e
 @pytest.mark.parametrize(
     "indices, error, match",
     [
-        ((torch.tensor([0]), torch.tensor([1])), TypeError, "tuple of 3 index tensors .* or 4"),
+        ((torch.tensor([0]), torch.tensor([1])), ValueError, "tuple of 3 index tensors .* or 4 .*got a tuple of 2"),
+        (torch.tensor([[0], [1], [2]]), TypeError, "tuple of 3 index tensors .* or 4 .*got Tensor"),
         ((torch.tensor([0]), torch.tensor([1]), torch.tensor([-1])), ValueError, r"in \[0, 16\).*from -1 to 1"),
         ((torch.tensor([0]), torch.tensor([16]), torch.tensor([2])), ValueError, r"in \[0, 16\).*from 0 to 16"),
         ((torch.tensor([0, 1]), torch.tensor([1]), torch.tensor([2])), ValueError, "must have the same length"),
