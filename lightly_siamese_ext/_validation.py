@@ -14,9 +14,12 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import timm
 import torch
+from PIL import Image
 from torch import Tensor
+from torch.utils.data import DistributedSampler
 
 __all__ = [
     "check_binary_targets",
@@ -26,22 +29,29 @@ __all__ = [
     "check_finite",
     "check_float",
     "check_folder_path",
+    "check_headless",
     "check_image_batch",
+    "check_indices_tuple",
+    "check_indices_not_gathered",
     "check_int",
     "check_ks",
     "check_labels",
     "check_model_name",
     "check_non_empty",
     "check_normalize",
+    "check_no_positional_indices_tuple",
     "check_per_sample",
     "check_positive_int",
     "check_probability",
     "check_range",
+    "check_rank_sampler",
+    "check_rgb_image",
     "check_rgb_images",
     "check_same_batch_size",
     "check_same_dim",
     "check_same_shape",
     "check_vector",
+    "is_single_image",
     "topk_within",
 ]
 
@@ -97,7 +107,13 @@ def check_range(value: object, name: str, low: float = -math.inf, high: float = 
     return first, second
 
 
-def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+def check_choice(
+    value: object, name: str, choices: Sequence[str], aliases: Optional[Mapping[str, str]] = None
+) -> str:
+    """``value`` if it is one of ``choices``; another spelling in ``aliases`` (e.g. PML's ``"semihard"``) is
+    returned as the choice it stands for."""
+    if isinstance(value, str) and aliases and value in aliases:
+        value = aliases[value]
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
@@ -215,6 +231,77 @@ def check_same_batch_size(x0: Tensor, x1: Tensor, names: str = "x0, x1") -> None
         raise ValueError(f"{names} must have the same batch size, got {x0.shape[0]} and {x1.shape[0]}")
 
 
+_TRIPLET_PARTS = ("anchor", "positive", "negative")
+_PAIR_PARTS = ("anchor of the positive pairs", "positive", "anchor of the negative pairs", "negative")
+
+
+def check_indices_tuple(indices: object, batch_size: int, device: torch.device) -> Tuple[Tensor, ...]:
+    """A miner's output as pytorch-metric-learning passes it (``indices_tuple``): triplets ``(anchor, positive,
+    negative)`` or pairs ``(anchor1, positive, anchor2, negative)``, 1-D integer tensors on ``device`` holding
+    indices into a batch of ``batch_size``; returned as int64.
+
+    Reading the range is one host sync on CUDA: a negative index (which PyTorch indexing would wrap around to the
+    end of the batch) or one past the batch must not train silently.
+    """
+    name = "indices_tuple"
+    expected = (
+        f"{name} must be a tuple of 3 index tensors (anchor, positive, negative) or 4 (anchor1, positive, anchor2, "
+        "negative), as pytorch-metric-learning's miners return"
+    )
+    if not isinstance(indices, (tuple, list)):
+        raise TypeError(f"{expected}, got {type(indices).__name__}")
+    if len(indices) not in (3, 4):
+        raise ValueError(f"{expected}, got a {type(indices).__name__} of {len(indices)}")
+    parts = _TRIPLET_PARTS if len(indices) == 3 else _PAIR_PARTS
+    for i, (index, part) in enumerate(zip(indices, parts)):
+        label = f"{name}[{i}] ({part})"
+        index = _check_tensor(index, label, "(T,)")
+        if index.ndim != 1:
+            raise ValueError(f"{label} must be 1-D of shape (T,), got shape {tuple(index.shape)}")
+        if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+            raise TypeError(f"{label} must hold integer indices, got dtype {index.dtype}")
+        if index.device != device:
+            raise ValueError(f"{label} must be on the embeddings' device {device}, got {index.device}")
+    groups = [(0, 1, 2)] if len(indices) == 3 else [(0, 1), (2, 3)]
+    for group in groups:
+        lengths = [len(indices[i]) for i in group]
+        if len(set(lengths)) > 1:
+            named = ", ".join(f"{name}[{i}]: {len(indices[i])}" for i in group)
+            raise ValueError(f"{' and '.join(f'{name}[{i}]' for i in group)} must have the same length, got {named}")
+    checked = tuple(index.long() for index in indices)
+    every = torch.cat(checked)
+    if every.numel():
+        low, high = torch.stack(torch.aminmax(every)).tolist()
+        if low < 0 or high >= batch_size:
+            raise ValueError(
+                f"{name} must hold indices in [0, {batch_size}) (rows of the embeddings), got values from {low} to "
+                f"{high}"
+            )
+    return checked
+
+
+def check_no_positional_indices_tuple(args: Sequence[object], loss: str, explicit_form: str) -> None:
+    """pytorch-metric-learning's positional call ``loss(embeddings, labels, indices_tuple)``, which would read here
+    as the explicit ``explicit_form``: a ``TypeError`` that names it and the keyword call instead."""
+    if len(args) == 3 and isinstance(args[2], (tuple, list)):
+        raise TypeError(
+            f"{loss} got a {type(args[2]).__name__} of {len(args[2])} tensors as its third positional argument, as in "
+            "pytorch-metric-learning's loss(embeddings, labels, indices_tuple); here three positional arguments are "
+            f"{explicit_form}. "
+            "Pass a miner's output by keyword: loss(embeddings, labels, indices_tuple=miner(embeddings, labels))"
+        )
+
+
+def check_indices_not_gathered(gather_distributed: bool) -> None:
+    """``indices_tuple`` indexes this rank's batch, not the batch gathered from all ranks."""
+    if gather_distributed:
+        raise ValueError(
+            "indices_tuple cannot be used with gather_distributed=True: the indices address this rank's batch, "
+            "the loss would be that of the gathered global batch; use gather_distributed=False (each rank's loss "
+            "on its own tuples, averaged by DDP) or mine on the gathered embeddings yourself"
+        )
+
+
 def check_distance_matrix(distances: object, labels: object) -> Tensor:
     """A floating square (B, B) matrix and its (B,) labels; returns the labels as int64."""
     distances = _check_tensor(distances, "distances", "(B, B)")
@@ -269,6 +356,23 @@ def check_rgb_images(images: object, name: str = "images") -> Tensor:
     return images
 
 
+def is_single_image(x: object) -> bool:
+    """A PIL image or a 3-D (C, H, W) tensor: what a per-image transform (torchvision's, Lightly's) receives."""
+    return isinstance(x, Image.Image) or (isinstance(x, Tensor) and x.ndim == 3)
+
+
+def check_rgb_image(image: object, name: str = "image") -> Tensor:
+    """One image, a PIL RGB image or a (3, H, W) tensor (uint8 or floating in [0, 1]), as a (1, 3, H, W) batch."""
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            raise ValueError(f"{name} must be an RGB PIL image, got mode {image.mode!r}; use image.convert('RGB')")
+        image = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+    x = _check_tensor(image, name, "(3, H, W)")
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"{name} must be one RGB image of shape (3, H, W), got shape {tuple(x.shape)}")
+    return check_rgb_images(x.unsqueeze(0), name)
+
+
 def check_per_sample(value: object, name: str, batch_size: int, trailing: Tuple[int, ...] = ()) -> Tensor:
     """A tensor of shape (B, *trailing): one parameter per sample of a batch."""
     if not isinstance(value, Tensor) or tuple(value.shape) != (batch_size, *trailing):
@@ -321,6 +425,19 @@ def check_folder_path(path: object, name: str) -> None:
         raise NotADirectoryError(f"{name} {path} is a file, not a folder")
 
 
+def check_headless(module: torch.nn.Module, argument: str = "name_or_module") -> torch.nn.Module:
+    """``module`` unless it is a timm model with its classifier on (``num_classes > 0``), which would hand its
+    class logits on as features: a ValueError naming the one-line fix instead."""
+    num_classes = getattr(module, "num_classes", 0)
+    if callable(getattr(module, "reset_classifier", None)) and isinstance(num_classes, int) and num_classes > 0:
+        raise ValueError(
+            f"{argument} is a timm model with its classifier on (num_classes={num_classes}): it would be trained "
+            f"on its {num_classes} class logits, not on its features. Pass it headless: call "
+            "model.reset_classifier(0) first (keeps every other weight), or timm.create_model(name, num_classes=0)"
+        )
+    return module
+
+
 def check_model_name(name: object, argument: str = "name_or_module") -> str:
     """``name`` if timm knows it, else ``ValueError`` naming ``argument`` and listing close matches."""
     if not isinstance(name, str) or not timm.is_model(name):
@@ -328,3 +445,26 @@ def check_model_name(name: object, argument: str = "name_or_module") -> str:
         hint = f"; close matches: {', '.join(close)}" if close else ""
         raise ValueError(f"{argument}: unknown timm model {name!r}{hint}")
     return name
+
+
+def check_rank_sampler(sampler: object, length: int, num_replicas: Optional[int], rank: Optional[int]) -> None:
+    """What a batch sampler that draws its own batches takes as ``sampler``, to learn its rank, world size and
+    epoch: a ``DistributedSampler`` over the same ``length`` items, and then no ``num_replicas`` / ``rank``."""
+    if not isinstance(sampler, DistributedSampler):
+        raise TypeError(
+            "sampler must be a torch.utils.data.DistributedSampler (it only tells the batch sampler its rank, world "
+            f"size and epoch; the batches are drawn from the labels), got {type(sampler).__name__}"
+        )
+    if num_replicas is not None or rank is not None:
+        raise ValueError(
+            "num_replicas and rank must be None when a sampler is given (the sampler decides them), got "
+            f"num_replicas={num_replicas!r}, rank={rank!r}; under Lightning, which passes its DistributedSampler, "
+            "Trainer(use_distributed_sampler=False) keeps your own"
+        )
+    dataset = getattr(sampler, "dataset", None)
+    size = len(dataset) if hasattr(dataset, "__len__") else None  # type: ignore[arg-type]
+    if size is not None and size != length:
+        raise ValueError(
+            f"sampler must cover the {length} labelled items (labels must label the DataLoader's dataset), got a "
+            f"DistributedSampler over {size} items"
+        )

@@ -82,5 +82,5 @@ class EmbeddingHead(ProjectionHead):
         self.normalize = normalize
 
     def forward(self, x: Tensor) -> Tensor:
-        embedding = super().forward(x)
+        embedding = self.layers(x)  # not super().forward(x): TorchScript does not compile super()
         return F.normalize(embedding, dim=1) if self.normalize else embedding

@@ -8,7 +8,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from lightly_siamese_ext._validation import check_model_name
+from lightly_siamese_ext._validation import check_headless, check_model_name
 
 __all__ = ["check_model_name", "create_backbone", "feature_dim_of", "infer_in_chans"]
 
@@ -33,7 +33,10 @@ def create_backbone(
 
     Args:
         name_or_module: A timm model name (``timm.list_models()``, including the ``*_cifar`` models this package
-            registers) or an ``nn.Module`` that already maps (B, C, H, W) images to (B, D) features.
+            registers) or an ``nn.Module`` that already maps (B, C, H, W) images to (B, D) features. A timm model
+            with its classifier on (``timm.create_model(name)``, ``num_classes > 0``) is refused with a
+            ``ValueError`` rather than trained on its logits or changed in place: call its
+            ``reset_classifier(0)`` first, or create it with ``num_classes=0``.
         pretrained: Load timm's pretrained weights. Weights are never downloaded unless this is True.
         **timm_kwargs: Passed to ``timm.create_model`` (``in_chans``, ``global_pool``, ``drop_path_rate``, ``img_size``
             ...). ``num_classes`` is forced to 0 (headless); any other value is an error.
@@ -49,7 +52,7 @@ def create_backbone(
                 "pretrained and timm keyword arguments only apply when name_or_module is a timm model name; "
                 f"got an nn.Module with pretrained={pretrained} and {sorted(timm_kwargs)}"
             )
-        module = name_or_module
+        module = check_headless(name_or_module)
     elif isinstance(name_or_module, str):
         check_model_name(name_or_module)
         num_classes = timm_kwargs.pop("num_classes", 0)

@@ -8,10 +8,9 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Uni
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DistributedSampler
 
 from lightly_siamese_ext._validation import check_positive_int
-from lightly_siamese_ext.data._sharding import resolve_replicas
+from lightly_siamese_ext.data._sharding import LazyDistributedSampler
 from lightly_siamese_ext.data.arrays import PathLike, images_from_numpy
 from lightly_siamese_ext.data.cifar10 import load_cifar10_folder
 from lightly_siamese_ext.data.image_folder import load_image_folder
@@ -44,7 +43,8 @@ class GPUResidentLoader:
         shuffle: draw a new order every epoch.
         drop_last: see above.
         seed: base seed of the order.
-        num_replicas, rank: DDP sharding; default ``lightly.utils.dist.world_size()``, ``rank()``.
+        num_replicas, rank: DDP sharding; default ``lightly.utils.dist.world_size()`` and ``rank()``, read when
+            an epoch starts (and by ``len()``), so that a loader built before ``init_process_group`` shards too.
         transform: applied to each uint8 image batch, e.g. ``BatchedSimSiamTransform``.
         classes: class names, kept as ``self.classes`` (the builders fill it in).
     """
@@ -77,9 +77,8 @@ class GPUResidentLoader:
         self.drop_last = bool(drop_last)
         self.transform = transform
         self.classes = classes
-        num_replicas, rank = resolve_replicas(num_replicas, rank)
-        self.sampler = DistributedSampler(
-            range(len(self.images)),  # type: ignore[arg-type]  # only its length is used
+        self.sampler = LazyDistributedSampler(
+            range(len(self.images)),
             num_replicas=num_replicas,
             rank=rank,
             shuffle=shuffle,

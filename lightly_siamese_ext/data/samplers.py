@@ -7,10 +7,11 @@ from typing import Iterator, List, Optional, Sequence, Union
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, DistributedSampler
 
-from lightly_siamese_ext._validation import check_positive_int
-from lightly_siamese_ext.data._sharding import resolve_replicas
+from lightly_siamese_ext._validation import check_positive_int, check_rank_sampler
+from lightly_siamese_ext.data._lightning import record_init_arguments
+from lightly_siamese_ext.data._sharding import LazyDistributedSampler
 from lightly_siamese_ext.data.targets import ClassIndex, as_labels
 
 __all__ = ["PKSampler"]
@@ -53,10 +54,11 @@ def draw_chunks(
     return stream[first.unsqueeze(1) + torch.arange(chunk)]
 
 
-class PKSampler(Sampler[List[int]]):
+class PKSampler(BatchSampler):
     """Batch sampler: every batch holds P distinct classes with K samples each.
 
-    Pass it as ``DataLoader(dataset, batch_sampler=PKSampler(labels, p, k))``.
+    Pass it as ``DataLoader(dataset, batch_sampler=PKSampler(labels, p, k))``; it works with the default
+    PyTorch Lightning ``Trainer`` under DDP too (see ``sampler``).
 
     Classes are drawn in passes over a shuffled class list, so over an epoch every
     class appears (almost) equally often; a class's samples are drawn in passes over
@@ -66,7 +68,9 @@ class PKSampler(Sampler[List[int]]):
 
     Under DDP every rank draws the same global sequence of batches from
     ``seed + epoch`` and takes every ``num_replicas``-th one from ``rank`` on: the
-    ranks' batches are disjoint and each rank yields the same number of them.
+    ranks' batches are disjoint and each rank yields the same number of them. The
+    rank and world size are read when an epoch starts (and by ``len()``), not at
+    construction, so a sampler built before ``init_process_group`` shards too.
 
     Args:
         labels: (N,) class label of every item of the dataset (see ``read_targets``).
@@ -74,9 +78,15 @@ class PKSampler(Sampler[List[int]]):
         k: samples per class per batch.
         seed: batches of epoch ``e`` are drawn from ``seed + e``.
         num_replicas, rank: as in ``DistributedSampler``; default to
-            ``lightly.utils.dist.world_size()`` and ``rank()``.
+            ``lightly.utils.dist.world_size()`` and ``rank()`` when used.
         batches_per_epoch: batches per rank and epoch; default
             ``max(1, N // (P * K * num_replicas))``, about one pass over the data.
+        sampler: a ``DistributedSampler`` over the same N items that tells this
+            sampler its rank, world size and epoch; its own order is not used. It
+            is what Lightning passes when it re-creates the batch sampler around
+            the DistributedSampler it injects (``use_distributed_sampler=True``):
+            the batches are then the same as with ``use_distributed_sampler=False``.
+            Default: a lazily resolved one built from ``num_replicas`` and ``rank``.
     """
 
     def __init__(
@@ -88,7 +98,10 @@ class PKSampler(Sampler[List[int]]):
         num_replicas: Optional[int] = None,
         rank: Optional[int] = None,
         batches_per_epoch: Optional[int] = None,
+        sampler: Optional[DistributedSampler] = None,
     ) -> None:
+        arguments = dict(labels=labels, p=p, k=k, seed=seed, num_replicas=num_replicas, rank=rank,
+                         batches_per_epoch=batches_per_epoch, sampler=sampler)
         self.p = check_positive_int(p, "p")
         self.k = check_positive_int(k, "k")
         self.index = ClassIndex(as_labels(labels, "labels").cpu())
@@ -99,16 +112,41 @@ class PKSampler(Sampler[List[int]]):
                 f"a batch of p x k = {self.p} x {self.k} = {self.p * self.k} samples is larger than the data "
                 f"({len(self.index)} samples)"
             )
-        self.num_replicas, self.rank = resolve_replicas(num_replicas, rank)
-        if batches_per_epoch is None:
-            batches_per_epoch = max(1, len(self.index) // (self.p * self.k * self.num_replicas))
-        self.batches_per_epoch = check_positive_int(batches_per_epoch, "batches_per_epoch")
         self.seed = int(seed)
-        self.epoch = 0
+        if sampler is None:
+            # Only its rank, world size and epoch are used: no shuffling of its own.
+            sampler = LazyDistributedSampler(range(len(self.index)), num_replicas, rank, shuffle=False, seed=self.seed)
+        else:
+            check_rank_sampler(sampler, len(self.index), num_replicas, rank)
+        super().__init__(sampler, batch_size=self.p * self.k, drop_last=True)
+        self._batches_per_epoch = None if batches_per_epoch is None else check_positive_int(
+            batches_per_epoch, "batches_per_epoch"
+        )
+        record_init_arguments(self, arguments)
+
+    @property
+    def num_replicas(self) -> int:
+        return self.sampler.num_replicas  # type: ignore[attr-defined]
+
+    @property
+    def rank(self) -> int:
+        return self.sampler.rank  # type: ignore[attr-defined]
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch  # type: ignore[attr-defined]
 
     def set_epoch(self, epoch: int) -> None:
-        """Makes the next iteration draw the batches of ``epoch``."""
-        self.epoch = int(epoch)
+        """Makes the next iteration draw the batches of ``epoch``. (Lightning calls the ``set_epoch`` of
+        ``batch_sampler.sampler``, which is where the epoch is kept.)"""
+        self.sampler.set_epoch(int(epoch))  # type: ignore[attr-defined]
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches per rank and epoch."""
+        if self._batches_per_epoch is not None:
+            return self._batches_per_epoch
+        return max(1, len(self.index) // (self.p * self.k * self.num_replicas))
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -134,6 +172,7 @@ class PKSampler(Sampler[List[int]]):
         return chunks[chunk_of_slot].view(num_batches, self.p * self.k)
 
     def __iter__(self) -> Iterator[List[int]]:
-        batches = self.global_batches()[self.rank :: self.num_replicas]
+        num_replicas, rank = self.num_replicas, self.rank
+        batches = self.global_batches()[rank::num_replicas]
         for batch in batches.tolist():
             yield batch

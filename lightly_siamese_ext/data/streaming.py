@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import DatasetFolder
 from torchvision.datasets.folder import default_loader
 from torchvision.transforms.v2 import functional as TF
@@ -27,7 +27,7 @@ from torchvision.transforms.v2 import functional as TF
 from lightly_siamese_ext._validation import check_int, check_positive_int
 from lightly_siamese_ext.data._decoding import as_rgb8, decode_listed, pillow_pixels
 from lightly_siamese_ext.data._files import ListedImage, list_image_folder
-from lightly_siamese_ext.data._sharding import resolve_replicas
+from lightly_siamese_ext.data._sharding import LazyDistributedSampler
 from lightly_siamese_ext.data.arrays import ImageArrays
 from lightly_siamese_ext.data.sources import holdout_split, image_folder_layout, is_cifar10_folder, load_train_test
 from lightly_siamese_ext.data.targets import as_labels, read_targets
@@ -242,15 +242,15 @@ def streaming_loader(
     Shuffling and sharding are ``torch.utils.data.DistributedSampler``'s, as for
     :class:`~lightly_siamese_ext.data.GPUResidentLoader`: the order of epoch ``e`` comes from ``seed + e`` (call
     ``loader.sampler.set_epoch(e)``; Lightning's Trainer does), and each of ``num_replicas`` ranks (default:
-    ``lightly.utils.dist.world_size()`` / ``rank()``) gets a disjoint share. Move batches with
+    ``lightly.utils.dist.world_size()`` / ``rank()``, read when each epoch starts, so a loader built before the
+    process group is still right) gets a disjoint share. Move batches with
     ``images.to(device, non_blocking=True)``: ``pin_memory`` (default: when CUDA is available) makes that copy
     asynchronous. ``persistent_workers`` (default: with workers) keeps the workers between epochs.
     """
     check_positive_int(batch_size, "batch_size")
     check_int(num_workers, "num_workers", 0)
-    num_replicas, rank = resolve_replicas(num_replicas, rank)
-    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
-                                 drop_last=drop_last)
+    sampler = LazyDistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                                     drop_last=drop_last)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers,
         persistent_workers=num_workers > 0 if persistent_workers is None else persistent_workers and num_workers > 0,

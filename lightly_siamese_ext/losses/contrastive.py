@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import overload
+from typing import Optional, Sequence, Tuple, overload
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +13,16 @@ from lightly_siamese_ext._validation import (
     check_choice,
     check_embeddings,
     check_float,
+    check_indices_not_gathered,
+    check_indices_tuple,
     check_labels,
+    check_no_positional_indices_tuple,
     check_same_shape,
 )
 from lightly_siamese_ext.distances import paired_distances, pairwise_distances
 from lightly_siamese_ext.losses._common import REDUCTIONS, full_precision, gather_batch, reduce_losses
 from lightly_siamese_ext.losses.distance_matrix import DistanceMatrix
-from lightly_siamese_ext.losses.mining import label_indicator
+from lightly_siamese_ext.losses.mining import label_indicator, pairs_from_triplets
 
 CONTRASTIVE_DISTANCES = ("euclidean", "cosine")
 
@@ -35,11 +38,21 @@ class ContrastiveLoss(nn.Module):
     - ``loss(embeddings, labels)``: every pair ``i < j`` of the batch (B, D), similar when
       ``labels[i] == labels[j]``, from one B x B distance matrix and masks. The backward pass is two (B, B) x
       (B, D) matrix products; no B x B autograd graph is recorded (except with ``reduction="none"``).
+    - ``loss(embeddings, labels, indices_tuple=miner(embeddings, labels))``: the pairs a pytorch-metric-learning
+      miner chose, ``(anchor1, positive, anchor2, negative)`` index tensors (positive pairs ``(anchor1[i],
+      positive[i])``, negative pairs ``(anchor2[j], negative[j])``), or its triplets ``(anchor, positive,
+      negative)``, split into pairs as PML does; ``labels`` may be None. Each pair costs the formula above, so a
+      positive pair costs PML's ``ContrastiveLoss`` term with ``distance=LpDistance(normalize_embeddings=False,
+      power=2)`` and a negative pair the square of its term with ``LpDistance(normalize_embeddings=False)`` and
+      ``neg_margin=margin``. Checking that the indices lie in the batch is one host sync on CUDA.
 
-    Reduction: ``"mean"`` over the pairs (B for the pair form, B (B - 1) / 2 for the labelled form), ``"sum"``, or
-    ``"none"``: (B,) per pair, or (B (B - 1) / 2,) per pair ``i < j`` in ``torch.triu_indices(B, B, 1)`` order.
-    Note that pytorch-metric-learning's ``ContrastiveLoss`` differs: linear in ``d`` and averaged over the non-zero
-    terms only. A batch without pairs gives an exact 0 still connected to the graph.
+    Reduction: ``"mean"`` over the pairs (B for the pair form, B (B - 1) / 2 for the labelled form, all given
+    pairs for ``indices_tuple``), ``"sum"``, or ``"none"``: (B,) per pair, (B (B - 1) / 2,) per pair ``i < j`` in
+    ``torch.triu_indices(B, B, 1)`` order, or the given positive pairs then the given negative pairs.
+    Note that pytorch-metric-learning's ``ContrastiveLoss`` differs: linear in ``d`` (``max(d - pos_margin, 0)``,
+    ``max(neg_margin - d, 0)``), its embeddings L2-normalised by default, and its positive and negative terms
+    averaged separately over the non-zero ones, then added. A batch without pairs gives an exact 0 still connected
+    to the graph.
 
     Computation is in float32 (float64 inputs stay float64), also under ``torch.autocast``.
 
@@ -54,6 +67,7 @@ class ContrastiveLoss(nn.Module):
         >>> loss_fn = ContrastiveLoss(margin=1.0)
         >>> loss = loss_fn(x0, x1, y)              # x0, x1 (B, D); y (B,), 1 = similar
         >>> loss = loss_fn(embeddings, labels)     # all pairs of a labelled batch
+        >>> loss = loss_fn(embeddings, labels, indices_tuple=pair_miner(embeddings, labels))   # a PML miner's pairs
 
     - Hadsell, Chopra & LeCun, Dimensionality Reduction by Learning an Invariant Mapping, CVPR 2006.
     """
@@ -77,9 +91,17 @@ class ContrastiveLoss(nn.Module):
     @overload
     def forward(self, x0: Tensor, x1: Tensor, y: Tensor) -> Tensor: ...
 
-    def forward(self, *tensors: Tensor) -> Tensor:
-        """``(embeddings (B, D), labels (B,))`` or ``(x0, x1, y)`` -> the loss: a scalar, or per pair with
-        ``reduction="none"``."""
+    @overload
+    def forward(
+        self, embeddings: Tensor, labels: Optional[Tensor] = None, *, indices_tuple: Sequence[Tensor]
+    ) -> Tensor: ...
+
+    def forward(self, *tensors: Tensor, indices_tuple: Optional[Sequence[Tensor]] = None) -> Tensor:
+        """``(embeddings (B, D), labels (B,))``, ``(x0, x1, y)`` or ``(embeddings, labels, indices_tuple=...)`` -> the
+        loss: a scalar, or per pair with ``reduction="none"``."""
+        check_no_positional_indices_tuple(tensors, "ContrastiveLoss", "pairs (x0, x1, y)")
+        if indices_tuple is not None:
+            return self._given(tensors, indices_tuple)
         if len(tensors) == 2:
             embeddings = check_embeddings(tensors[0], "embeddings")
             labels = check_labels(tensors[1], length=len(embeddings), device=embeddings.device)
@@ -100,6 +122,26 @@ class ContrastiveLoss(nn.Module):
         raise TypeError(
             f"ContrastiveLoss takes (embeddings, labels) or (x0, x1, y), got {len(tensors)} tensor arguments"
         )
+
+    def _given(self, tensors: Tuple[Tensor, ...], indices_tuple: Sequence[Tensor]) -> Tensor:
+        """The loss of the pairs (or triplets) ``indices_tuple`` index in the batch ``tensors[0]``."""
+        if len(tensors) not in (1, 2):
+            raise TypeError(
+                f"ContrastiveLoss with indices_tuple takes (embeddings) or (embeddings, labels), got {len(tensors)} "
+                "tensor arguments"
+            )
+        embeddings = check_embeddings(tensors[0], "embeddings")
+        if len(tensors) == 2 and tensors[1] is not None:
+            check_labels(tensors[1], length=len(embeddings), device=embeddings.device)
+        check_indices_not_gathered(self.gather_distributed)
+        indices = check_indices_tuple(indices_tuple, len(embeddings), embeddings.device)
+        anchor1, positive, anchor2, negative = indices if len(indices) == 4 else pairs_from_triplets(*indices)
+        with full_precision(embeddings) as dtype:
+            distances = pairwise_distances(embeddings.to(dtype), distance=self.distance)
+            rows, cols = torch.cat((anchor1, anchor2)), torch.cat((positive, negative))
+            similar = torch.arange(len(rows), device=rows.device) < len(anchor1)
+            losses = self._terms(distances[rows, cols], similar)
+            return reduce_losses(losses, losses.shape[0], self.reduction)
 
     def _terms(self, distances: Tensor, similar: Tensor, squared: "Tensor | None" = None) -> Tensor:
         """Per-pair losses; ``squared`` is ``distances ** 2`` when computed more accurately elsewhere."""

@@ -28,9 +28,20 @@ from torch import Tensor
 
 from lightly_siamese_ext._validation import check_distance_matrix, check_float, check_labels
 
-__all__ = ["CHUNK_ELEMENTS", "MINING", "mine_batch_all", "mine_batch_hard", "mine_semi_hard"]
+__all__ = [
+    "CHUNK_ELEMENTS",
+    "MINING",
+    "MINING_ALIASES",
+    "mine_batch_all",
+    "mine_batch_hard",
+    "mine_semi_hard",
+    "pairs_from_triplets",
+    "triplets_from_pairs",
+]
 
 MINING = ("batch_all", "batch_hard", "semi_hard")
+#: Other spellings accepted for :data:`MINING`: pytorch-metric-learning's ``TripletMarginMiner`` says "semihard".
+MINING_ALIASES = {"semihard": "semi_hard"}
 
 #: The chunked loops handle at most max(CHUNK_ELEMENTS, B^2 / 2) (positive pair, candidate) elements at once:
 #: small batches in small chunks, large ones in at most 2 (K - 1) chunks (K samples per class), since every chunk
@@ -100,6 +111,22 @@ def mine_batch_all(labels: Tensor) -> Triplets:
     labels = check_labels(labels)
     with torch.no_grad():
         return _expand_positive_pairs(labels, lambda a, p, rows: rows)
+
+
+def triplets_from_pairs(anchor1: Tensor, positive: Tensor, anchor2: Tensor, negative: Tensor) -> Triplets:
+    """Every triplet whose positive pair ``(anchor1[i], positive[i])`` and negative pair ``(anchor2[j],
+    negative[j])`` share their anchor, from a pair miner's output: pytorch-metric-learning's conversion
+    (``loss_and_miner_utils.convert_to_triplets``), in its order. Memory O(P N) for P positive and N negative pairs;
+    sizing the output is one host sync on CUDA.
+    """
+    positive_pair, negative_pair = torch.where(anchor1.unsqueeze(1) == anchor2)
+    return anchor1[positive_pair], positive[positive_pair], negative[negative_pair]
+
+
+def pairs_from_triplets(anchor: Tensor, positive: Tensor, negative: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The positive and negative pairs ``(anchor, positive, anchor, negative)`` of triplets, as
+    pytorch-metric-learning's ``convert_to_pairs`` makes them."""
+    return anchor, positive, anchor, negative
 
 
 def label_indicator(labels: Tensor, dtype: torch.dtype, equal: bool) -> Tensor:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Tuple, overload
+from typing import Optional, Sequence, Tuple, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightly_siamese_ext._validation import check_choice, check_embeddings, check_float, check_labels, check_same_shape
-from lightly_siamese_ext.distances import DISTANCES, paired_distances
+from lightly_siamese_ext._validation import (
+    check_choice,
+    check_embeddings,
+    check_float,
+    check_indices_not_gathered,
+    check_indices_tuple,
+    check_labels,
+    check_no_positional_indices_tuple,
+    check_same_shape,
+)
+from lightly_siamese_ext.distances import DISTANCES, paired_distances, pairwise_distances
 from lightly_siamese_ext.losses._common import REDUCTIONS, full_precision, gather_batch, reduce_losses
 from lightly_siamese_ext.losses.distance_matrix import (
     ORDERING_SCORE_BOUND,
@@ -19,12 +28,14 @@ from lightly_siamese_ext.losses.distance_matrix import (
 )
 from lightly_siamese_ext.losses.mining import (
     MINING,
+    MINING_ALIASES,
     class_sizes,
     hardest_pairs,
     label_indicator,
     pairs_per_chunk,
     positive_pairs,
     semi_hard_window,
+    triplets_from_pairs,
 )
 
 MEAN_OVER = ("valid", "active")
@@ -51,13 +62,20 @@ class TripletLoss(nn.Module):
       O(P B + B^2 D); memory is bounded by about four B x B matrices plus two chunk buffers (four for semi_hard),
       i.e. at most about 6 B^2 floats whatever the number of triplets. Listing the positive pairs is one host
       sync on CUDA. The backward pass is two (B, B) x (B, D + 1) matrix products.
+    - ``loss(embeddings, labels, indices_tuple=miner(embeddings, labels))``: the triplets a pytorch-metric-learning
+      miner chose, ``(anchor, positive, negative)`` index tensors (T,), or its pairs ``(anchor1, positive, anchor2,
+      negative)``, combined into triplets as PML does; ``mining`` is not used and ``labels`` may be None. The value
+      equals PML's ``TripletMarginLoss`` on the same tuples with ``distance=LpDistance(normalize_embeddings=False)``
+      (``"euclidean"``; ``power=2``: ``"squared_euclidean"``; ``CosineSimilarity()``: ``"cosine"``) and
+      ``reducer=MeanReducer()`` (``mean_over="valid"``) or PML's default ``AvgNonZeroReducer()``
+      (``mean_over="active"``). Checking that the indices lie in the batch is one host sync on CUDA.
 
     Reduction: ``"mean"`` divides the summed loss by the number of mined triplets (``mean_over="valid"``: all of
     them, i.e. all valid anchors for batch_hard, all valid triplets for batch_all) or by those with a positive loss
     (``mean_over="active"``: Hermans et al.'s "BA != 0", which works better for batch_all, and what
     pytorch-metric-learning's default ``AvgNonZeroReducer`` does). With the soft margin every term is positive;
     semi-hard triplets are active by definition. ``"sum"`` sums; ``"none"`` returns per-triplet losses (B,) for
-    explicit triplets and per-anchor sums (B,) for the labelled form (0 for anchors without triplets), so that
+    explicit or given triplets and per-anchor sums (B,) for the labelled form (0 for anchors without triplets), so that
     ``"sum"`` equals the sum of ``"none"``. A batch without any triplet gives an exact 0 that is still connected
     to the graph (``backward()`` works and gives zero gradients).
 
@@ -66,7 +84,8 @@ class TripletLoss(nn.Module):
     Args:
         margin: Margin of the hinge (>= 0); FaceNet uses 0.2 on L2-normalised embeddings. With ``soft_margin`` it
             only sets the semi-hard window.
-        mining: ``"batch_hard"``, ``"batch_all"`` or ``"semi_hard"``, for the labelled form.
+        mining: ``"batch_hard"``, ``"batch_all"`` or ``"semi_hard"`` (also spelt ``"semihard"``, as in PML), for the
+            labelled form.
         distance: ``"euclidean"``, ``"squared_euclidean"`` or ``"cosine"`` (1 - cosine similarity).
         soft_margin: Use ``softplus(d(a, p) - d(a, n))`` instead of the hinge.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
@@ -78,6 +97,7 @@ class TripletLoss(nn.Module):
         >>> loss_fn = TripletLoss(margin=0.2, mining="batch_hard")
         >>> loss = loss_fn(embeddings, labels)           # embeddings (B, D), labels (B,)
         >>> loss = loss_fn(anchor, positive, negative)   # each (B, D)
+        >>> loss = loss_fn(embeddings, labels, indices_tuple=miner(embeddings, labels))   # a PML miner's triplets
 
     - Schroff et al., FaceNet, 2015, https://arxiv.org/abs/1503.03832
     - Hermans et al., In Defense of the Triplet Loss for Person Re-Identification, 2017,
@@ -96,11 +116,11 @@ class TripletLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.margin = check_float(margin, "margin", 0.0)
-        self.mining = check_choice(mining, "mining", MINING)
+        self.mining = check_choice(mining, "mining", MINING, MINING_ALIASES)
         self.distance = check_choice(distance, "distance", DISTANCES)
         self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
         self.mean_over = check_choice(mean_over, "mean_over", MEAN_OVER)
-        if mining == "semi_hard" and self.margin == 0:
+        if self.mining == "semi_hard" and self.margin == 0:
             raise ValueError("margin must be > 0 with mining='semi_hard' (it is the width of the window), got 0")
         self.soft_margin = bool(soft_margin)
         self.gather_distributed = bool(gather_distributed)
@@ -111,9 +131,18 @@ class TripletLoss(nn.Module):
     @overload
     def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor: ...
 
-    def forward(self, *tensors: Tensor) -> Tensor:
-        """``(embeddings (B, D), labels (B,))`` or ``(anchor, positive, negative)``, each (B, D) -> the loss:
-        a scalar, or (B,) with ``reduction="none"``."""
+    @overload
+    def forward(
+        self, embeddings: Tensor, labels: Optional[Tensor] = None, *, indices_tuple: Sequence[Tensor]
+    ) -> Tensor: ...
+
+    def forward(self, *tensors: Tensor, indices_tuple: Optional[Sequence[Tensor]] = None) -> Tensor:
+        """``(embeddings (B, D), labels (B,))``, ``(anchor, positive, negative)``, each (B, D), or ``(embeddings,
+        labels, indices_tuple=...)`` -> the loss: a scalar, or with ``reduction="none"`` (B,) (per anchor) or (T,)
+        (per given triplet)."""
+        check_no_positional_indices_tuple(tensors, "TripletLoss", "(anchor, positive, negative) embeddings")
+        if indices_tuple is not None:
+            return self._given(tensors, indices_tuple)
         if len(tensors) == 2:
             embeddings = check_embeddings(tensors[0], "embeddings")
             labels = check_labels(tensors[1], length=len(embeddings), device=embeddings.device)
@@ -137,6 +166,26 @@ class TripletLoss(nn.Module):
             "TripletLoss takes (embeddings, labels) or (anchor, positive, negative), "
             f"got {len(tensors)} tensor arguments"
         )
+
+    def _given(self, tensors: Tuple[Tensor, ...], indices_tuple: Sequence[Tensor]) -> Tensor:
+        """The loss of the triplets (or pairs) ``indices_tuple`` index in the batch ``tensors[0]``."""
+        if len(tensors) not in (1, 2):
+            raise TypeError(
+                f"TripletLoss with indices_tuple takes (embeddings) or (embeddings, labels), got {len(tensors)} "
+                "tensor arguments"
+            )
+        embeddings = check_embeddings(tensors[0], "embeddings")
+        if len(tensors) == 2 and tensors[1] is not None:
+            check_labels(tensors[1], length=len(embeddings), device=embeddings.device)
+        check_indices_not_gathered(self.gather_distributed)
+        indices = check_indices_tuple(indices_tuple, len(embeddings), embeddings.device)
+        anchor, positive, negative = indices if len(indices) == 3 else triplets_from_pairs(*indices)
+        with full_precision(embeddings) as dtype:
+            # One (B, B) matrix, as PML computes it: O(B^2 + T) memory for T triplets, not O(T D).
+            distances = pairwise_distances(embeddings.to(dtype), distance=self.distance)
+            losses = self._terms(distances[anchor, positive] - distances[anchor, negative])
+            count = (losses > 0).sum() if self.mean_over == "active" else losses.shape[0]
+            return reduce_losses(losses, count, self.reduction)
 
     def _terms(self, difference: Tensor) -> Tensor:
         """Loss of triplets with ``d(a, p) - d(a, n) = difference``."""

@@ -21,7 +21,8 @@ class SiameseNetwork(nn.Module):
 
     There is one encoder module: both branches use the very same parameters, so gradients from a loss on both
     outputs accumulate in one set of weights. Train it with :class:`lightly_siamese_ext.ContrastiveLoss` on pairs
-    or :class:`lightly_siamese_ext.TripletLoss` on labelled batches.
+    or :class:`lightly_siamese_ext.TripletLoss` on labelled batches. ``torch.jit.script`` and ``torch.export.export``
+    work on it (the input checks run in eager mode only).
 
     Args:
         backbone: timm model name or an ``nn.Module`` returning (B, D) features.
@@ -54,7 +55,9 @@ class SiameseNetwork(nn.Module):
 
     def embed(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) -> embeddings (B, embedding_dim)."""
-        return self.embedding_head(self.backbone(check_image_batch(x, "x", self.in_chans)))
+        if not torch.jit.is_scripting():
+            check_image_batch(x, "x", self.in_chans)
+        return self.embedding_head(self.backbone(x))
 
     def forward(self, x0: Tensor, x1: Tensor) -> Tuple[Tensor, Tensor]:
         """Two image batches (B, C, H, W) -> their embeddings ``(e0, e1)``, each (B, embedding_dim).
@@ -62,9 +65,10 @@ class SiameseNetwork(nn.Module):
         Same-sized inputs go through the encoder as one 2B batch (one pass, and batch norm sees both branches,
         so the two embeddings are normalised alike); differently sized inputs go through it one after the other.
         """
-        check_image_batch(x0, "x0", self.in_chans)
-        check_image_batch(x1, "x1", self.in_chans)
-        check_same_batch_size(x0, x1)
+        if not torch.jit.is_scripting():
+            check_image_batch(x0, "x0", self.in_chans)
+            check_image_batch(x1, "x1", self.in_chans)
+            check_same_batch_size(x0, x1)
         if x0.shape == x1.shape:
             e0, e1 = self.embed(torch.cat([x0, x1])).chunk(2)
             return e0, e1

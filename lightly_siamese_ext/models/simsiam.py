@@ -1,9 +1,11 @@
 """SimSiam (Chen & He, 2020): a backbone, a projection MLP and a prediction MLP trained with stop-gradient."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: TorchScript cannot resolve the string annotations it would give
+# SimSiamOutput's fields (pytorch#95858).
 
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
+import torch
 import torch.nn as nn
 from lightly.loss import NegativeCosineSimilarity
 from torch import Tensor
@@ -35,7 +37,9 @@ class SimSiam(nn.Module):
         L = D(p0, stopgrad(z1)) / 2 + D(p1, stopgrad(z0)) / 2,   D(p, z) = -cos(p, z)
 
     ``forward`` returns the projections already detached, so lightly's ``NegativeCosineSimilarity`` applies as is.
-    Usage::
+    Called with one view, ``model(x)`` returns ``(z.detach(), p)`` like the ``SimSiam`` module of Lightly's examples,
+    so their training loops run unchanged. ``torch.jit.script`` and ``torch.export.export`` work on the model (the
+    input checks run in eager mode only). Usage::
 
         import torch
         import lightly_siamese_ext as lse
@@ -49,9 +53,11 @@ class SimSiam(nn.Module):
         out = model(x0, x1)                                      # SimSiamOutput(z0, z1, p0, p1)
         loss = 0.5 * (criterion(out.p0, out.z1) + criterion(out.p1, out.z0))   # == simsiam_loss(out)
         loss.backward(); optimizer.step(); optimizer.zero_grad()
+        z0, p0 = model(x0)                                       # one view, as in Lightly's examples
 
     Args:
-        backbone: timm model name (e.g. ``"resnet18_cifar"``) or an ``nn.Module`` returning (B, D) features.
+        backbone: timm model name (e.g. ``"resnet18_cifar"``) or an ``nn.Module`` returning (B, D) features (a timm
+            model with its classifier is refused: see :func:`~lightly_siamese_ext.create_backbone`).
         proj_layers: Depth of the projection MLP: 2 for CIFAR (paper, Appendix D), 3 for ImageNet.
         proj_dim: Output width of the projector and predictor (2048 in the paper).
         pred_hidden_dim: Bottleneck width of the predictor (512 in the paper).
@@ -83,7 +89,9 @@ class SimSiam(nn.Module):
 
     def embed(self, x: Tensor) -> Tensor:
         """Backbone features (B, feature_dim) of images (B, C, H, W): what kNN / linear evaluation uses."""
-        return self.backbone(check_image_batch(x, "x", self.in_chans))
+        if not torch.jit.is_scripting():
+            check_image_batch(x, "x", self.in_chans)
+        return self.backbone(x)
 
     def forward_view(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """One view (B, C, H, W) -> ``(z.detach(), p)``, both (B, proj_dim), as in lightly's SimSiam example."""
@@ -91,14 +99,18 @@ class SimSiam(nn.Module):
         p = self.prediction_head(z)
         return z.detach(), p
 
-    def forward(self, x0: Tensor, x1: Tensor) -> SimSiamOutput:
-        """Two views (B, C, H, W) of the same images -> :class:`SimSiamOutput` with (B, proj_dim) tensors.
+    def forward(self, x0: Tensor, x1: Optional[Tensor] = None) -> Union[Tuple[Tensor, Tensor], SimSiamOutput]:
+        """Two views (B, C, H, W) of the same images -> :class:`SimSiamOutput` with (B, proj_dim) tensors; one
+        view -> ``(z.detach(), p)``, as :meth:`forward_view` (Lightly's example model).
 
         The views go through the backbone separately, so batch norm uses per-view statistics as in the paper.
         """
-        check_image_batch(x0, "x0", self.in_chans)
-        check_image_batch(x1, "x1", self.in_chans)
-        check_same_batch_size(x0, x1)
+        if x1 is None:
+            return self.forward_view(x0)
+        if not torch.jit.is_scripting():
+            check_image_batch(x0, "x0", self.in_chans)
+            check_image_batch(x1, "x1", self.in_chans)
+            check_same_batch_size(x0, x1)
         z0, p0 = self.forward_view(x0)
         z1, p1 = self.forward_view(x1)
         return SimSiamOutput(z0=z0, z1=z1, p0=p0, p1=p1)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from lightly_siamese_ext._validation import check_float, check_normalize, check_positive_int
-from lightly_siamese_ext._validation import check_probability, check_range, check_rgb_images
+from lightly_siamese_ext._validation import check_probability, check_range, check_rgb_image, check_rgb_images
+from lightly_siamese_ext._validation import is_single_image
 from lightly_siamese_ext.transforms import functional as BF
 from lightly_siamese_ext.transforms._generators import SeededGenerators
 
@@ -33,7 +35,8 @@ class BatchedCropFlipTransform(SeededGenerators, nn.Module):
         normalize: dict with "mean" and "std" (lightly's convention), or None for [0, 1] outputs.
         seed: Seeds the generator used when ``forward`` is not given one (one generator per device).
 
-    Input: (B, 3, H, W) uint8 (0..255) or float (0..1). Output: float32 (B, 3, input_size, input_size).
+    Input: (B, 3, H, W) uint8 (0..255) or float (0..1); or one image (a PIL RGB image or a (3, H, W) tensor), as a
+    torchvision dataset's transform. Output: float32 (B, 3, input_size, input_size), or (3, input_size, input_size).
     """
 
     def __init__(
@@ -54,9 +57,14 @@ class BatchedCropFlipTransform(SeededGenerators, nn.Module):
         self.seed = int(seed)
         self._generators: Dict[str, torch.Generator] = {}
 
-    def forward(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        """One augmented view (B, 3, input_size, input_size) of every image of ``images`` (B, 3, H, W)."""
-        check_rgb_images(images)
+    def forward(self, images: Union[Tensor, Image.Image], generator: Optional[torch.Generator] = None) -> Tensor:
+        """One augmented view (B, 3, input_size, input_size) of every image of ``images`` (B, 3, H, W); of one image
+        (a PIL image or (3, H, W)), one (3, input_size, input_size) view."""
+        if is_single_image(images):
+            return self._view(check_rgb_image(images), generator)[0]
+        return self._view(check_rgb_images(images), generator)
+
+    def _view(self, images: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         device = images.device
         gen = self._generator_for(images, generator)
         batch, _, height, width = images.shape

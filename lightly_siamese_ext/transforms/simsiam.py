@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
+from PIL import Image
 from torch import Tensor, nn
 
 from lightly_siamese_ext._validation import (
@@ -16,7 +17,9 @@ from lightly_siamese_ext._validation import (
     check_positive_int,
     check_probability,
     check_range,
+    check_rgb_image,
     check_rgb_images,
+    is_single_image,
 )
 from lightly_siamese_ext.transforms import functional as BF
 from lightly_siamese_ext.transforms._generators import SeededGenerators
@@ -67,11 +70,15 @@ class BatchedSimSiamTransform(SeededGenerators, nn.Module):
             counter-clockwise.
         normalize: dict with "mean" and "std", or None for [0, 1] outputs.
         seed: seeds the generator used when ``forward`` is not given one (one
-            generator per device). Under DDP, ``seed + rank`` gives each rank its own
-            stream.
+            generator per device). Under DDP each rank draws its own stream from
+            ``seed`` and its rank (read at the call), DataLoader workers too.
 
-    Input: (B, 3, H, W) uint8 (0..255) or float (0..1), on any device.
-    Output: list of two float32 tensors (B, 3, input_size, input_size).
+    Input: (B, 3, H, W) uint8 (0..255) or float (0..1), on any device; or one image,
+    a PIL RGB image or a (3, H, W) tensor, as Lightly's ``MultiViewTransform`` takes
+    it, so that it serves as the transform of a ``LightlyDataset`` or a torchvision
+    dataset (per image, in the DataLoader workers: slower than one call per batch).
+    Output: list of two float32 tensors (B, 3, input_size, input_size), or
+    (3, input_size, input_size) for one image.
     """
 
     def __init__(
@@ -128,12 +135,19 @@ class BatchedSimSiamTransform(SeededGenerators, nn.Module):
         state["_generators"], state["_workspaces"] = {}, {}
         return state
 
-    def forward(self, images: Tensor, generator: Optional[torch.Generator] = None) -> List[Tensor]:
-        """Two augmented views of ``images`` (B, 3, H, W), uint8 or float in [0, 1].
+    def forward(
+        self, images: Union[Tensor, Image.Image], generator: Optional[torch.Generator] = None
+    ) -> List[Tensor]:
+        """Two augmented views of ``images`` (B, 3, H, W), uint8 or float in [0, 1], each (B, 3, S, S); of one
+        image (a PIL image or (3, H, W)), two (3, S, S) views, drawn as for a batch of that one image.
 
         ``generator`` (on the images' device) overrides this module's own.
         """
-        check_rgb_images(images)
+        if is_single_image(images):
+            return [view[0] for view in self._two_views(check_rgb_image(images), generator)]
+        return self._two_views(check_rgb_images(images), generator)
+
+    def _two_views(self, images: Tensor, generator: Optional[torch.Generator]) -> List[Tensor]:
         device = images.device
         gen = self._generator_for(images, generator)
         batch, _, height, width = images.shape

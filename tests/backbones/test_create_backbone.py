@@ -73,3 +73,22 @@ def test_no_download_without_pretrained(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(timm.models._builder, "load_pretrained", fail)
     monkeypatch.setattr(timm.models._builder, "load_custom_pretrained", fail)
     create_backbone("resnet18")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda module: create_backbone(module)[0],
+        lambda module: __import__("lightly_siamese_ext").SimSiam(module, proj_dim=16, pred_hidden_dim=4),
+        lambda module: __import__("lightly_siamese_ext").SiameseNetwork(module, embedding_dim=4),
+    ],
+    ids=["create_backbone", "SimSiam", "SiameseNetwork"],
+)
+def test_a_timm_model_with_its_classifier_is_refused_with_the_fix(build) -> None:
+    model = timm.create_model("resnet18_cifar")  # timm's default: a 10-class head
+    with pytest.raises(ValueError, match=r"classifier on \(num_classes=10\).*10 class logits.*reset_classifier\(0\)"):
+        build(model)
+    assert model.num_classes == 10  # the user's module is left as it was
+    model.reset_classifier(0)  # the fix the message gives
+    build(model)
+    assert create_backbone(model)[1] == 512

@@ -4,7 +4,8 @@ from collections import Counter
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from lightly.utils import dist as lightly_dist
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, TensorDataset
 
 from lightly_siamese_ext.data import PKSampler
 
@@ -90,3 +91,68 @@ def test_bad_arguments_are_clear_errors() -> None:
         PKSampler(LABELS, p=2, k=2, num_replicas=2, rank=2)
     with pytest.raises(ValueError, match="labels"):
         PKSampler(torch.rand(48), p=2, k=2)
+
+
+def _fake_world(monkeypatch, world_size: int, rank: int) -> None:
+    """What lightly.utils.dist reports once init_process_group has run (no processes needed)."""
+    monkeypatch.setattr(lightly_dist, "world_size", lambda: world_size)
+    monkeypatch.setattr(lightly_dist, "rank", lambda: rank)
+
+
+def test_rank_and_world_size_are_read_when_an_epoch_starts_not_when_built(monkeypatch) -> None:
+    sampler = PKSampler(LABELS, p=3, k=4, seed=5)  # built before the process group exists: a world of one
+    assert len(sampler) == 4
+    for rank in range(2):
+        _fake_world(monkeypatch, 2, rank)
+        explicit = PKSampler(LABELS, p=3, k=4, seed=5, num_replicas=2, rank=rank)
+        assert len(sampler) == len(explicit) == 2 and sampler.rank == rank
+        assert list(sampler) == list(explicit)
+        sampler.set_epoch(3)
+        explicit.set_epoch(3)
+        assert list(sampler) == list(explicit)
+        sampler.set_epoch(0)
+
+
+def test_it_is_a_batch_sampler_keeping_its_epoch_where_lightning_sets_it() -> None:
+    sampler = PKSampler(LABELS, p=3, k=4, num_replicas=1, rank=0)
+    assert isinstance(sampler, BatchSampler) and sampler.batch_size == 12 and sampler.drop_last
+    epoch_0 = list(sampler)
+    sampler.sampler.set_epoch(1)  # Lightning calls set_epoch on batch_sampler.sampler, not on the batch sampler
+    assert sampler.epoch == 1 and list(sampler) != epoch_0
+    sampler.set_epoch(0)
+    assert sampler.sampler.epoch == 0 and list(sampler) == epoch_0
+
+
+@pytest.mark.parametrize("inside_hook", [False, True], ids=["built_at_module_level", "built_in_a_dataloader_hook"])
+def test_lightning_re_creates_it_around_its_distributed_sampler(inside_hook: bool) -> None:
+    """What Trainer(use_distributed_sampler=True) does to a DataLoader under DDP: it injects a DistributedSampler
+    and re-creates the batch sampler around it. The batches stay PKSampler's, sharded by the injected rank."""
+    pl_data = pytest.importorskip("pytorch_lightning.utilities.data", reason="needs pytorch-lightning 2.x")
+    from lightning_fabric.utilities.data import _replace_dunder_methods
+    from pytorch_lightning.trainer.states import RunningStage
+
+    data = TensorDataset(torch.arange(48), LABELS)
+    if inside_hook:  # Lightning records the arguments itself while it calls train_dataloader()
+        with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+            loader = DataLoader(data, batch_sampler=PKSampler(LABELS, p=3, k=4, seed=5))
+    else:
+        loader = DataLoader(data, batch_sampler=PKSampler(LABELS, p=3, k=4, seed=5))
+    for rank in range(2):
+        injected = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        recreated = pl_data._update_dataloader(loader, injected, mode=RunningStage.TRAINING)
+        assert isinstance(recreated.batch_sampler, PKSampler) and recreated.batch_sampler.sampler is injected
+        explicit = PKSampler(LABELS, p=3, k=4, seed=5, num_replicas=2, rank=rank)
+        assert [index.tolist() for index, _ in recreated] == list(explicit)
+        injected.set_epoch(2)
+        explicit.set_epoch(2)
+        assert [index.tolist() for index, _ in recreated] == list(explicit)
+
+
+def test_a_sampler_that_cannot_tell_the_rank_is_a_clear_error() -> None:
+    data = TensorDataset(torch.arange(48))
+    with pytest.raises(TypeError, match="sampler must be a torch.utils.data.DistributedSampler.*RandomSampler"):
+        PKSampler(LABELS, p=2, k=2, sampler=RandomSampler(data))
+    with pytest.raises(ValueError, match="num_replicas and rank must be None when a sampler is given"):
+        PKSampler(LABELS, p=2, k=2, num_replicas=2, rank=0, sampler=DistributedSampler(data, 2, 0))
+    with pytest.raises(ValueError, match="sampler must cover the 48 labelled items.*over 40 items"):
+        PKSampler(LABELS, p=2, k=2, sampler=DistributedSampler(TensorDataset(torch.arange(40)), 2, 0))

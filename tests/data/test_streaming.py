@@ -274,3 +274,25 @@ def test_a_streamed_folder_follows_the_resident_loaders_rules(tmp_path: Path) ->
     assert streamed.classes == resident.classes == ["class0", "class1"]
     assert torch.equal(torch.stack([streamed[i][0] for i in range(len(streamed))]), resident.images)
     assert resident.images[-1, 0].float().mean() == pytest.approx(127.5)  # not clipped at 255
+
+
+def test_a_loader_built_before_the_process_group_shards_by_the_world_it_runs_in(monkeypatch) -> None:
+    # Built at module level, before init_process_group: the ranks must still get disjoint shares when they iterate.
+    from lightly.utils import dist as lightly_dist
+    from torch.utils.data import DistributedSampler
+
+    from lightly_siamese_ext.data import ImageArrays
+
+    arrays = ImageArrays(torch.zeros(10, 3, 4, 4, dtype=torch.uint8), torch.arange(10), ["a"])
+    loader = streaming_loader(StreamingImageDataset(arrays), batch_size=2, seed=3)
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(lightly_dist, "world_size", lambda: 2)
+        monkeypatch.setattr(lightly_dist, "rank", lambda rank=rank: rank)
+        loader.sampler.set_epoch(1)
+        reference = DistributedSampler(range(10), num_replicas=2, rank=rank, shuffle=True, seed=3)
+        reference.set_epoch(1)
+        indices = [int(i) for _, _, batch in loader for i in batch]
+        assert indices == list(reference)
+        seen.append(set(indices))
+    assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == set(range(10))

@@ -112,3 +112,18 @@ def test_bf16_autocast_is_close_to_float32() -> None:
     assert got.dtype == torch.bfloat16 and all(torch.isfinite(t).all() for t in out)
     cos = torch.nn.functional.cosine_similarity(got.float(), expected, dim=1)
     assert (cos > 0.99).all()
+
+
+def test_one_view_gives_the_detached_projection_and_the_prediction_as_lightlys_example_model() -> None:
+    model = _tiny_simsiam()
+    x0, x1 = torch.randn(6, 3, 8, 8), torch.randn(6, 3, 8, 8)
+    z0, p0 = model(x0)  # Lightly's examples: `z0, p0 = model(x0)`
+    z1, p1 = model(x1)
+    assert z0.shape == p0.shape == (6, 32) and z0.grad_fn is None and p0.requires_grad
+    criterion = NegativeCosineSimilarity()
+    loss = 0.5 * (criterion(z0, p1) + criterion(z1, p0))  # Lightly's loss line, as written there
+    torch.testing.assert_close(loss, simsiam_loss(model(x0, x1)))
+    for got, expected in zip(model(x0), model.forward_view(x0)):
+        torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="x must be a 4-D"):
+        model(torch.randn(3, 8, 8))

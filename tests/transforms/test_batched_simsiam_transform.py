@@ -167,7 +167,8 @@ def test_crop_sizes_cover_min_scale_to_the_whole_image() -> None:
     "images, error, match",
     [
         (torch.zeros(2, 3, 8, 8, dtype=torch.int64), TypeError, "images must be uint8 .* got dtype torch.int64"),
-        (torch.zeros(3, 8, 8, dtype=torch.uint8), ValueError, "images must be a 4-D image batch"),
+        (torch.zeros(8, 8, dtype=torch.uint8), ValueError, "images must be a 4-D image batch"),
+        (torch.zeros(1, 8, 8, dtype=torch.uint8), ValueError, r"image must be one RGB image of shape \(3, H, W\)"),
         (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), ValueError, "images must have 3 channels"),
         ([[0.0]], TypeError, "images must be a torch.Tensor"),
     ],

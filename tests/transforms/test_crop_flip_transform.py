@@ -64,8 +64,10 @@ def test_bad_arguments_name_the_argument(kwargs: dict, match: str) -> None:
 
 def test_bad_images_and_generator_device() -> None:
     transform = BatchedCropFlipTransform(8)
-    with pytest.raises((TypeError, ValueError)):
-        transform(torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="4-D image batch"):
+        transform(torch.rand(8, 8))
+    with pytest.raises(ValueError, match=r"one RGB image of shape \(3, H, W\)"):
+        transform(torch.rand(1, 8, 8))  # (3, H, W) is one image
     if torch.cuda.is_available():  # pragma: no cover - CPU CI
         with pytest.raises(ValueError, match="generator"):
             transform(torch.rand(2, 3, 8, 8), torch.Generator(device="cuda"))

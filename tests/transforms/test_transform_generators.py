@@ -1,5 +1,6 @@
 """The batched transforms' own generators inside DataLoader workers: one stream per worker and epoch, reproducible
-from the DataLoader's generator (as the global RNG behaves for torchvision's and Lightly's transforms)."""
+from the DataLoader's generator (as the global RNG behaves for torchvision's and Lightly's transforms); and one
+stream per DDP rank."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import List
 
 import pytest
 import torch
+from lightly.utils import dist as lightly_dist
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightly_siamese_ext.transforms import BatchedSimSiamTransform
+from lightly_siamese_ext.transforms._generators import stream_seed
 from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
 
 # One image repeated: batches differ only through the random draws.
@@ -47,3 +50,33 @@ def test_workers_and_epochs_draw_their_own_augmentations_reproducibly(make) -> N
     assert all(torch.equal(a, b) for a, b in zip([first_w0, first_w1, second_w0, second_w1], sum(again, [])))
     other_seed = _two_epochs(make(), seed=2)
     assert not torch.equal(other_seed[0][0], first_w0)
+
+
+@pytest.mark.parametrize("make", [lambda: BatchedSimSiamTransform(input_size=8),
+                                  lambda: BatchedCropFlipTransform(input_size=8)], ids=["simsiam", "crop_flip"])
+def test_each_ddp_rank_draws_its_own_stream_the_rank_read_at_the_call(monkeypatch, make) -> None:
+    transform = make()  # built before any process group, as a module-level transform is
+    first = _first_view(transform(IMAGES))
+    # Rank 0 keeps the single-process stream: the transform's seed itself.
+    assert torch.equal(first, _first_view(make()(IMAGES, torch.Generator().manual_seed(0))))
+    per_rank = {}
+    for rank in (1, 2):
+        monkeypatch.setattr(lightly_dist, "rank", lambda rank=rank: rank)
+        per_rank[rank] = _first_view(transform(IMAGES))
+        assert torch.equal(per_rank[rank], _first_view(make()(IMAGES)))  # reproducible per rank
+    assert not torch.equal(first, per_rank[1]) and not torch.equal(first, per_rank[2])
+    assert not torch.equal(per_rank[1], per_rank[2])
+
+
+def test_stream_seeds_of_other_ranks_differ_for_every_seed_rank_and_worker() -> None:
+    def seeds(ranks):
+        return [stream_seed(seed, rank, worker) for seed in range(8) for rank in ranks for worker in (None, 0, 1, 2)]
+
+    others = seeds(range(1, 4))
+    assert len(set(others)) == len(others) and not set(others) & set(seeds([0]))
+    assert stream_seed(5, 0, None) == 5 and stream_seed(5, 0, 7) == 12  # rank 0: the streams of before
+    assert all(0 <= seed < 2**64 for seed in others) and stream_seed(-1, 1, None) >= 0
+
+
+def _first_view(out) -> torch.Tensor:
+    return out[0] if isinstance(out, list) else out
