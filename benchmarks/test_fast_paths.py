@@ -33,7 +33,6 @@ block, a 5,000-row bank and 1,000 queries.
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Dict, List, Tuple
 
 import pytest
@@ -58,7 +57,7 @@ except ImportError:  # pragma: no cover - the dev extra installs it (Python >= 3
 
 needs_kornia = pytest.mark.skipif(KA is None, reason="needs kornia (the dev extra)")
 
-CORES = os.cpu_count() or 1
+DEFAULT_THREADS = torch.get_num_threads()  # at import, before any test changes it
 BATCH, CPU_IMAGES, SMOKE_IMAGES = 256, 2560, 256
 AUG_AREA, WS_AREA, TOPK_AREA = "fast path: augmentation", "fast path: workspace", "fast path: knn top-k"
 KORNIA_MODES = ("slice", "resample")
@@ -74,10 +73,11 @@ def cifar_uint8(request: pytest.FixtureRequest) -> torch.Tensor:
 
 
 class _threads:
-    """``torch.set_num_threads`` for a block (None: the default, cores), restored after."""
+    """``torch.set_num_threads`` for a block, restored after; None keeps torch's default (the cores, or
+    ``OMP_NUM_THREADS`` when set)."""
 
     def __init__(self, count: int | None) -> None:
-        self.count = count or CORES
+        self.count = count or DEFAULT_THREADS
 
     def __enter__(self) -> int:
         self.saved = torch.get_num_threads()
