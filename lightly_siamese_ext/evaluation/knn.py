@@ -7,8 +7,6 @@ the CPU:
 
 - the similarity block of each chunk is written into one reused buffer (a fresh 100 MB block per chunk costs page
   faults that show up in the timing);
-- the k largest similarities are found in two stages on the CPU (see :func:`_topk_two_stage`), about half the time
-  of ``torch.topk`` over the whole row, with the same result up to ties;
 - votes are summed with ``scatter_add_`` into a (chunk, C) tensor instead of lightly's (chunk * k, C) one-hot
   matrix, which for ImageNet's 1000 classes would be 400 MB per 512 queries.
 
@@ -17,7 +15,6 @@ Predictions equal lightly's up to ties (equal similarities at the k-th neighbour
 
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
 from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
@@ -67,7 +64,7 @@ def knn_predict(
         knn_k: Number of neighbours; at most N.
         knn_t: Vote weight is ``exp(similarity / knn_t)``.
         chunk_size: Queries scored at once. Extra memory is about ``chunk_size * N`` numbers of the bank's dtype
-            (100 MB for N = 50,000 at the default 512), plus ``O(chunk_size * (sqrt(N * k) + C))`` for the
+            (100 MB for N = 50,000 at the default 512), plus ``O(chunk_size * (k + C))`` for the
             neighbour search and the votes, plus the (B, C) result.
 
     Returns:
@@ -162,38 +159,12 @@ def _predict_chunks(
         sim = torch.mm(chunk, bank_t, out=similarity[: chunk.shape[0]])
         if column_scale is not None:
             sim.mul_(column_scale)
-        values, indices = _topk_two_stage(sim, k) if sim.device.type == "cpu" else sim.topk(k, dim=1)
+        values, indices = sim.topk(k, dim=1)
         # Subtracting each row's best similarity scales that row's votes by one constant: the same ranking as
         # lightly's exp(sim / t), without overflow for small temperatures or half-precision features.
         weights = ((values.float() - values[:, :1].float()) / temperature).exp()
         scores = weights.new_zeros(chunk.shape[0], num_classes).scatter_add_(1, bank_labels[indices], weights)
         yield start, scores.argsort(dim=1, descending=True)
-
-
-def _topk_two_stage(sim: Tensor, k: int) -> Tuple[Tensor, Tensor]:
-    """``sim.topk(k, dim=1)`` (values sorted, largest first), about twice as fast on the CPU for k << N.
-
-    The N columns are split into G groups of about ``sqrt(N / k)`` columns (column j belongs to group j mod G, so
-    the group maxima are an elementwise max over contiguous rows). Any element of the true top-k lies in one of the
-    k groups with the largest maxima: otherwise those k maxima, in k other columns, would all exceed it. So the
-    top-k of the k best groups' columns is the top-k of the row, up to ties, at a fraction of the sorting work.
-    """
-    num_rows, n = sim.shape
-    group_size = round(math.sqrt(n / k))
-    if group_size < 4:
-        return sim.topk(k, dim=1)
-    num_groups = n // group_size
-    grouped = sim[:, : num_groups * group_size].unflatten(1, (group_size, num_groups))
-    best_groups = grouped.amax(dim=1).topk(k, dim=1, sorted=False).indices  # (rows, k)
-    candidates = grouped.gather(2, best_groups.unsqueeze(1).expand(-1, group_size, -1)).flatten(1)
-    offsets = torch.arange(0, num_groups * group_size, num_groups, device=sim.device)
-    columns = (best_groups.unsqueeze(1) + offsets.unsqueeze(1)).flatten(1)
-    if num_groups * group_size < n:  # the remainder columns are always candidates
-        rest = torch.arange(num_groups * group_size, n, device=sim.device)
-        candidates = torch.cat([candidates, sim[:, num_groups * group_size :]], dim=1)
-        columns = torch.cat([columns, rest.expand(num_rows, -1)], dim=1)
-    values, positions = candidates.topk(k, dim=1)
-    return values, columns.gather(1, positions)
 
 
 @torch.no_grad()

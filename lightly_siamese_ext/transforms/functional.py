@@ -12,7 +12,7 @@ equals torchvision's op applied image by image (the tests check this).
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,15 +46,6 @@ _LUMA = (0.2989, 0.587, 0.114)
 _HUE_OFFSETS = (3.0, 1.0, -1.0)
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
 
-# Hands out the temporaries of the ops below: (name, shape, dtype, device) -> tensor. The default
-# allocates; BatchedSimSiamTransform passes a Workspace that keeps them between calls on the CPU.
-Allocator = Callable[[str, Tuple[int, ...], torch.dtype, torch.device], Tensor]
-
-
-def fresh(name: str, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
 def _per_sample(value: Tensor, images: Tensor) -> Tensor:
     """(B,) -> (B, 1, 1, 1) in the images' dtype, for broadcasting."""
     return value.to(images.dtype).view(-1, 1, 1, 1)
@@ -68,11 +59,10 @@ def to_float_images(images: Tensor) -> Tensor:
     return images.to(torch.float32)
 
 
-def rgb_to_grayscale(images: Tensor, out: Optional[Tensor] = None) -> Tensor:
-    """Luma of float RGB images: ``(B, 3, H, W)`` -> ``(B, 1, H, W)`` (into ``out`` if given)."""
+def rgb_to_grayscale(images: Tensor) -> Tensor:
+    """Luma of float RGB images: ``(B, 3, H, W)`` -> ``(B, 1, H, W)``."""
     r, g, b = images.unbind(dim=1)
-    luma = torch.mul(r, _LUMA[0]) if out is None else torch.mul(r, _LUMA[0], out=out.view_as(r))
-    return luma.add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).unsqueeze(1)
+    return torch.mul(r, _LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).unsqueeze(1)
 
 
 def random_resized_crop_params(
@@ -173,7 +163,7 @@ def resized_crop(
     """
     out_h, out_w = (size, size) if isinstance(size, int) else size
     check_per_sample(boxes, "boxes", images.shape[0], (4,))
-    return _resized_crop(images, boxes, out_h, out_w, horizontal_flip, vertical_flip, fresh)
+    return _resized_crop(images, boxes, out_h, out_w, horizontal_flip, vertical_flip)
 
 
 def _resized_crop(
@@ -183,7 +173,6 @@ def _resized_crop(
     out_w: int,
     horizontal_flip: Optional[Tensor],
     vertical_flip: Optional[Tensor],
-    alloc: Allocator,
 ) -> Tensor:
     """``resized_crop`` where ``boxes`` may hold several crops per image: ``boxes[v * B + b]`` crops image ``b``."""
     views = boxes.shape[0] // images.shape[0]
@@ -194,13 +183,11 @@ def _resized_crop(
     if images.dtype == torch.uint8:
         rows = rows.mul_(1.0 / 255.0)
     # One copy converts to float32 and tiles the views; the channels ride along in the matrix rows.
-    stacked = alloc("crop.input", (batch, channels * height, width), torch.float32, device)
+    stacked = torch.empty(batch, channels * height, width, dtype=torch.float32, device=device)
     stacked.view(views, -1, channels, height, width).copy_(images.expand(views, -1, -1, -1, -1))
-    resized_cols = alloc("crop.cols", (batch, channels * height, out_w), torch.float32, device)
-    resized_cols = torch.bmm(stacked, cols.transpose(1, 2), out=resized_cols)
+    resized_cols = torch.bmm(stacked, cols.transpose(1, 2))
     # Rows: one (out_h, H) matrix per sample, repeated per channel so the result comes out (B, C, out_h, out_w).
-    rows_per_channel = alloc("crop.rows", (batch, channels, out_h, height), torch.float32, device)
-    rows_per_channel.copy_(rows.unsqueeze(1).expand(-1, channels, -1, -1))
+    rows_per_channel = rows.unsqueeze(1).expand(-1, channels, -1, -1).contiguous()
     out = torch.bmm(
         rows_per_channel.view(batch * channels, out_h, height), resized_cols.view(batch * channels, height, out_w)
     )
@@ -285,13 +272,13 @@ def adjust_hue(images: Tensor, factors: Tensor, inplace: bool = False) -> Tensor
     """
     check_per_sample(factors, "factors", images.shape[0])
     out = images if inplace else images.clone()
-    _adjust_hue_(out, factors, fresh)
+    _adjust_hue_(out, factors)
     return out
 
 
-def _adjust_hue_(images: Tensor, factors: Tensor, alloc: Allocator) -> None:
+def _adjust_hue_(images: Tensor, factors: Tensor) -> None:
     r, g, b = images.unbind(dim=1)
-    planes = [alloc(f"hue.{i}", tuple(r.shape), images.dtype, images.device) for i in range(6)]
+    planes = [torch.empty_like(r) for _ in range(6)]
     maxc, chroma, red_max, green_max, blue_case, scratch = planes
     maxc = torch.maximum(torch.maximum(r, g, out=maxc), b, out=maxc)
     chroma = torch.sub(maxc, torch.minimum(torch.minimum(r, g, out=chroma), b, out=chroma), out=chroma)
@@ -340,11 +327,11 @@ def color_jitter(
         check_per_sample(value, name, batch)
     check_per_sample(order, "order", batch, (4,))
     out = images if inplace else images.clone()
-    _color_jitter_(out, torch.stack((brightness, contrast, saturation), dim=1), hue, order, fresh)
+    _color_jitter_(out, torch.stack((brightness, contrast, saturation), dim=1), hue, order)
     return out
 
 
-def _color_jitter_(images: Tensor, blend_factors: Tensor, hue: Tensor, order: Tensor, alloc: Allocator) -> None:
+def _color_jitter_(images: Tensor, blend_factors: Tensor, hue: Tensor, order: Tensor) -> None:
     """``color_jitter`` in place; ``blend_factors`` (B, 3) holds brightness, contrast, saturation."""
     factors = torch.cat((blend_factors, torch.ones_like(blend_factors[:, :1])), dim=1).to(images.dtype)
     hue_position = (order == HUE).int().argmax(dim=1)
@@ -353,12 +340,12 @@ def _color_jitter_(images: Tensor, blend_factors: Tensor, hue: Tensor, order: Te
             op = order[:, position]
             active = (position < hue_position) if before_hue else (position > hue_position)
             factor = factors.gather(1, op.unsqueeze(1)).squeeze(1)  # the hue column is 1: no blend
-            _blend_round_(images, op, factor.where(active, 1.0), alloc)
+            _blend_round_(images, op, factor.where(active, 1.0))
         if before_hue:
-            _adjust_hue_(images, hue, alloc)
+            _adjust_hue_(images, hue)
 
 
-def _blend_round_(images: Tensor, op: Tensor, factors: Tensor, alloc: Allocator) -> None:
+def _blend_round_(images: Tensor, op: Tensor, factors: Tensor) -> None:
     """One jitter round, in place: per sample, brightness / contrast / saturation by ``op`` (B,).
 
     The target is ``(1 - f) * (a * gray + b * mean(gray))`` with per-sample 0/1
@@ -368,29 +355,24 @@ def _blend_round_(images: Tensor, op: Tensor, factors: Tensor, alloc: Allocator)
     f = _per_sample(factors, images)
     gray_weight = (op == SATURATION).to(images.dtype).view(-1, 1, 1, 1) * (1.0 - f)
     mean_weight = (op == CONTRAST).to(images.dtype).view(-1, 1, 1, 1) * (1.0 - f)
-    gray = rgb_to_grayscale(images, out=_gray_plane(images, alloc))
+    gray = rgb_to_grayscale(images)
     target = gray.mean(dim=(-2, -1), keepdim=True).mul_(mean_weight)
     target = gray.mul_(gray_weight).add_(target)
     torch.addcmul(target, images, f, out=images).clamp_(0.0, 1.0)
-
-
-def _gray_plane(images: Tensor, alloc: Allocator) -> Tensor:
-    batch, _, height, width = images.shape
-    return alloc("gray", (batch, 1, height, width), images.dtype, images.device)
 
 
 def grayscale(images: Tensor, apply: Tensor, inplace: bool = False) -> Tensor:
     """Replaces the samples where ``apply`` (B,) is True by their luma on all 3 channels."""
     check_per_sample(apply, "apply", images.shape[0])
     out = images if inplace else images.clone()
-    _grayscale_(out, apply, fresh)
+    _grayscale_(out, apply)
     return out
 
 
-def _grayscale_(images: Tensor, apply: Tensor, alloc: Allocator) -> None:
+def _grayscale_(images: Tensor, apply: Tensor) -> None:
     weight = apply.to(images.dtype).view(-1, 1, 1, 1)
     # x * 0 + gray * 1 and x * 1 + gray * 0 are exact: no torch.where over the images.
-    gray = rgb_to_grayscale(images, out=_gray_plane(images, alloc)).mul_(weight)
+    gray = rgb_to_grayscale(images).mul_(weight)
     images.mul_(1.0 - weight).add_(gray)
 
 

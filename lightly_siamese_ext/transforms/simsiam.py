@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -23,7 +22,6 @@ from lightly_siamese_ext._validation import (
 )
 from lightly_siamese_ext.transforms import functional as BF
 from lightly_siamese_ext.transforms._generators import SeededGenerators
-from lightly_siamese_ext.transforms._workspace import Workspace
 
 __all__ = ["BatchedSimSiamTransform"]
 
@@ -127,12 +125,11 @@ class BatchedSimSiamTransform(SeededGenerators, nn.Module):
         self.normalize = check_normalize(normalize)
         self.seed = int(seed)
         self._generators: Dict[str, torch.Generator] = {}
-        self._workspaces: Dict[int, Workspace] = {}  # per thread, CPU temporaries kept between calls
 
     def __getstate__(self) -> Dict[str, object]:
-        # Pickled copies (e.g. for DataLoader workers) start with fresh generators and no buffers.
+        # Pickled copies (e.g. for DataLoader workers) start with fresh generators.
         state = self.__dict__.copy()
-        state["_generators"], state["_workspaces"] = {}, {}
+        state["_generators"] = {}
         return state
 
     def forward(
@@ -159,11 +156,10 @@ class BatchedSimSiamTransform(SeededGenerators, nn.Module):
         def coin(p: float) -> Tensor:
             return torch.rand(n, device=device, generator=gen) < p
 
-        alloc = self._workspaces.setdefault(threading.get_ident(), Workspace()) if device.type == "cpu" else BF.fresh
         boxes = BF.random_resized_crop_params(n, height, width, self.scale, generator=gen, device=device)
         flip_h = coin(self.hf_prob) if self.hf_prob > 0 else None
         flip_v = coin(self.vf_prob) if self.vf_prob > 0 else None
-        x = BF._resized_crop(images, boxes, self.input_size, self.input_size, flip_h, flip_v, alloc)
+        x = BF._resized_crop(images, boxes, self.input_size, self.input_size, flip_h, flip_v)
         if images.dtype != torch.uint8:
             x = x.clamp_(0.0, 1.0)  # float inputs may overshoot [0, 1] by rounding
 
@@ -184,11 +180,10 @@ class BatchedSimSiamTransform(SeededGenerators, nn.Module):
                 blend_factors,
                 hue=torch.where(jitter, uniform(*self.hue), zero),
                 order=torch.rand(n, 4, device=device, generator=gen).argsort(dim=1),
-                alloc=alloc,
             )
 
         if self.random_gray_scale > 0:
-            BF._grayscale_(x, coin(self.random_gray_scale), alloc)
+            BF._grayscale_(x, coin(self.random_gray_scale))
 
         if self.gaussian_blur > 0:
             blur = coin(self.gaussian_blur)

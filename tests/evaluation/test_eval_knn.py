@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from lightly.utils.benchmarking import knn_predict as lightly_knn_predict
 
 from lightly_siamese_ext.evaluation import extract_features, knn_accuracy, knn_predict
-from lightly_siamese_ext.evaluation.knn import _topk_two_stage
 
 
 def _data(num_bank: int = 600, num_query: int = 70, dim: int = 16, num_classes: int = 10, seed: int = 0):
@@ -38,7 +37,7 @@ def _assert_same_voted_classes(got: torch.Tensor, expected: torch.Tensor, voted:
 
 
 @pytest.mark.parametrize("chunk_size", [7, 33, 512])
-@pytest.mark.parametrize("k", [1, 20, 200])  # N / k = 600, 30: the two-stage neighbour search; 3: plain topk
+@pytest.mark.parametrize("k", [1, 20, 200])
 def test_knn_predict_is_lightlys_with_lightlys_arguments(chunk_size: int, k: int) -> None:
     query, _, bank, bank_labels = _data()
     feature, feature_bank = _lightly_inputs(query, bank)
@@ -80,29 +79,6 @@ def test_small_temperature_stays_finite() -> None:
     # exp(sim / 0.001) overflows float32 in lightly's formula; here the nearest neighbour decides.
     nearest = bank_labels[(feature @ feature_bank).argmax(dim=1)]
     assert torch.equal(knn_predict(feature, feature_bank, bank_labels, 10, knn_k=20, knn_t=1e-3)[:, 0], nearest)
-
-
-@pytest.mark.parametrize("n", [400, 403, 1000])
-def test_topk_two_stage_against_torch_topk(n: int) -> None:
-    g = torch.Generator().manual_seed(1)
-    sim = torch.randn(9, n, generator=g)
-    k = 20
-    group = round((n / k) ** 0.5)
-    num_groups = n // group
-    # Adversarial rows: the top-k packed into as few groups as possible (column j is in group j mod num_groups),
-    # all in the remainder columns, many ties.
-    packed = (torch.arange(k) % group) * num_groups + torch.arange(k) // group + 3
-    sim[1, packed] = 10.0 + torch.arange(k, dtype=torch.float32)
-    if n % group:
-        sim[2, num_groups * group :] = 20.0
-    sim[3] = torch.randint(0, 5, (n,), generator=g).float()
-    values, indices = _topk_two_stage(sim, k)
-    expected_values, expected_indices = sim.topk(k, dim=1)
-    assert torch.equal(values, expected_values)
-    assert torch.equal(sim.gather(1, indices), values)  # the indices point at those values
-    assert all(len(set(row.tolist())) == k for row in indices)  # no column twice
-    for row in (0, 1, 4, 5):  # rows without ties: the same columns
-        assert torch.equal(indices[row], expected_indices[row])
 
 
 def test_knn_accuracy_against_counting() -> None:
