@@ -21,14 +21,15 @@ Pipelines: "batched" (default) keeps the dataset as uint8 on the training device
 (GPU when present); "lightly" uses Lightly's SimSiamTransform in a DataLoader, for comparison.
 
 Outputs in --out-dir: metrics.csv, metrics.png, last.pt (every epoch; torch.load(weights_only=True) reads it),
-summary.json.
+summary.json, each written atomically. A folder that holds a run is continued with --resume or replaced with
+--overwrite, never silently; run.lock keeps a second run out while this one runs. A loss that stops being finite
+ends the run with an error naming the epoch and step; last.pt keeps the last finite epoch.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from dataclasses import replace
@@ -140,16 +141,36 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
     _cli.check_at_least(args, 1, "epochs", "eval_every", "input_size", "proj_dim", "pred_hidden_dim", "proj_layers")
     _cli.check_warmup_epochs(args)
     # torch.optim would name the scaled lr; the kNN would fail only after the first evaluation epoch.
-    if not args.base_lr > 0 or args.momentum < 0 or args.weight_decay < 0:
-        raise ValueError(f"--base-lr must be > 0, --momentum and --weight-decay >= 0, got {args.base_lr}, "
-                         f"{args.momentum} and {args.weight_decay}")
-    if args.knn_k < 1 or not args.knn_t > 0:
-        raise ValueError(f"--knn-k must be >= 1 and --knn-t > 0, got {args.knn_k} and {args.knn_t}")
+    _cli.check_number(args, "base_lr", 0, exclusive_minimum=True)
+    _cli.check_number(args, "momentum", 0, 1, exclusive_maximum=True)
+    _cli.check_number(args, "weight_decay", 0)
+    _cli.check_number(args, "min_scale", 0, 1, exclusive_minimum=True)
+    for probability in ("cj_prob", "random_gray_scale", "gaussian_blur", "hf_prob"):
+        _cli.check_number(args, probability, 0, 1)
+    _cli.check_number(args, "cj_strength", 0)
+    _cli.check_at_least(args, 1, "knn_k")
+    _cli.check_number(args, "knn_t", 0, exclusive_minimum=True)
     args.knn_k = min(args.knn_k, n_train)  # the bank is the training set: what the kNN uses, and the report says
     _cli.check_at_least(args, 0, "linear_epochs", "num_workers")
     _cli.check_run_arguments(args)
-    if args.backbone_kwargs:
-        build_model(args)  # a ValueError here, not a TypeError deep in the training processes
+    check_devices(args)
+    # Built on the meta device: bad --backbone-kwargs are a ValueError here, not a TypeError in the training
+    # processes, and a model or batch that cannot fit is refused before anything is allocated.
+    _cli.check_memory(lambda: build_model(args), _common.device_for(args), optimizer_states=1,
+                      input_floats_per_process=2 * 3 * args.input_size ** 2 * per_rank, processes=args.devices,
+                      what=f"--batch-size {args.batch_size} at --input-size {args.input_size} on --devices "
+                           f"{args.devices}, --backbone {args.backbone}, --proj-dim {args.proj_dim}")
+
+
+def check_devices(args: argparse.Namespace) -> None:
+    """ValueError for more CUDA processes than GPUs, or ``--sync-bn`` where torch's SyncBatchNorm cannot run."""
+    device = _common.device_for(args)
+    if device.type == "cuda" and args.devices > torch.cuda.device_count():
+        raise ValueError(f"--devices {args.devices} asks for one GPU per process, but CUDA has "
+                         f"{torch.cuda.device_count()}")
+    if args.sync_bn and device.type != "cuda":
+        raise ValueError("--sync-bn synchronises batch norm across GPUs (torch's SyncBatchNorm needs CUDA); this run "
+                         "is on the CPU: leave it out")
 
 
 def build_model(args: argparse.Namespace) -> lse.SimSiam:
@@ -217,6 +238,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
         epoch_lr = optimizer.param_groups[0]["lr"]  # read before scheduler.step() moves it to the next epoch's
         started = time.perf_counter()
         loss_sum, steps = torch.zeros((), device=device), 0
+        finite = _common.FiniteLossWatch(device)
         collapse.reset()
         if args.pipeline == "batched":
             loader.set_epoch(epoch)
@@ -233,6 +255,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach()  # no host sync per step
+            finite.update(loss)
             collapse.update(out.z0)
             steps += 1
         scheduler.step()
@@ -242,6 +265,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
         epoch_times.append(epoch_time)
         images_per_s.append(steps * args.batch_size / epoch_time)
         epoch_loss = mean_across_ranks(loss_sum / max(steps, 1), world_size)
+        finite.check(epoch, epoch_loss, model, checkpoint_path, "a lower --base-lr may help")  # before it is saved
         collapse_std = collapse.compute()
 
         # Evaluation on the main process: kNN of the held-out split against the training split, frozen backbone.
@@ -277,7 +301,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
         if epoch_times:
             summary["epoch_time_s"] = sum(epoch_times) / len(epoch_times)
             summary["images_per_s"] = sum(images_per_s) / len(images_per_s)
-        (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        _run_dir.write_summary(args.out_dir, summary)
         report(summary, args)
 
 
@@ -423,11 +447,12 @@ def run(args: argparse.Namespace) -> None:
         print(_cli.embedded_data_notice(f"a SMOKE RUN of the pipeline ({args.epochs} epochs, {args.input_size}px)"),
               flush=True)
     check_args(args, len(splits.train.labels))
-    # Here, not only in the training processes: their errors would come back as tracebacks.
-    _run_dir.check_run_dir(args.out_dir, args.resume, _cli.checkpointable_args(args), MAY_CHANGE)
-    print(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
-          "evaluation images", flush=True)
-    launch(train, args.devices, args=(args, splits))
+    # Here, not only in the training processes: the folder is locked for the whole run, and a refusal comes first.
+    with _run_dir.claim_run_dir(args.out_dir, args.resume, args.overwrite, _cli.checkpointable_args(args), MAY_CHANGE,
+                                needs=(*_run_dir.TRAINING_STATE, "rng")):
+        print(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
+              "evaluation images", flush=True)
+        launch(train, args.devices, args=(args, splits))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
