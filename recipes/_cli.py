@@ -33,14 +33,12 @@ class Stopped(BaseException):
 def run_cli(fn: Callable[[], None], stderr: Optional[TextIO] = None) -> int:
     """Runs ``fn``; returns 0, or writes ``error: <one line>`` to ``stderr`` (default ``sys.stderr``) and returns 2
     when it raises one of :data:`USER_ERRORS`, an ``OSError`` of :data:`MACHINE_ERRNOS`, an out-of-memory error, or
-    a :class:`RankFailedError` of one of them or of a killed rank; 130 after Ctrl-C and 143 after SIGTERM."""
+    a :class:`RankFailedError` of one of them or of a killed rank; 143 after SIGTERM. Ctrl-C keeps Python's
+    traceback of where the run was (benchmarks/device_session.sh stops runs with SIGINT to get it)."""
     stderr = stderr or sys.stderr
     try:
         with _sigterm_raises_stopped():
             fn()
-    except KeyboardInterrupt:
-        stderr.write("error: interrupted (Ctrl-C / SIGINT)\n")
-        return 130
     except Stopped:
         stderr.write("error: stopped by SIGTERM\n")
         return 143

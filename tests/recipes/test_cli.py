@@ -143,5 +143,5 @@ def test_errors_of_the_machine_and_of_ranks_are_one_line_too(tmp_path) -> None:
     stderr = io.StringIO()
     assert run_cli(lambda: os.kill(os.getpid(), signal.SIGTERM) or time.sleep(5), stderr=stderr) == 143
     assert stderr.getvalue() == "error: stopped by SIGTERM\n"
-    stderr = io.StringIO()
-    assert run_cli(fail_with(KeyboardInterrupt()), stderr=stderr) == 130
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C shows where the run was
+        run_cli(fail_with(KeyboardInterrupt()))
