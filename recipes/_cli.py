@@ -242,14 +242,20 @@ def check_sizes(args: argparse.Namespace) -> None:
 
 
 def check_memory(build: Callable[[], torch.nn.Module], device: torch.device, optimizer_states: int,
-                 input_floats_per_process: int, processes: int, what: str) -> None:
+                 input_floats_per_process: int, processes: int, what: str) -> bool:
     """ValueError when the run cannot fit: the model (built on the meta device: nothing is allocated), its
     gradients and ``optimizer_states`` copies (SGD with momentum: 1, AdamW: 2) in float32, in each of ``processes``
     processes, plus one step's input of ``input_floats_per_process`` floats each, against the memory of one GPU
     (CUDA) or the memory available on this machine (CPU). A lower bound (activations come on top): it refuses only
-    what cannot work. ``what`` names the arguments that set the sizes."""
-    with torch.device("meta"):
-        model = build()
+    what cannot work. ``what`` names the arguments that set the sizes. Returns False when the model cannot be built
+    on the meta device (no estimate); a ValueError of ``build`` (e.g. bad ``--backbone-kwargs``) passes through."""
+    try:
+        with torch.device("meta"):
+            model = build()
+    except ValueError:
+        raise
+    except Exception:  # e.g. a model that reads a tensor's value while it is built
+        return False
     parameters = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     per_process = 4 * (parameters * (2 + optimizer_states) + input_floats_per_process)
     needed = per_process if device.type == "cuda" else per_process * processes
@@ -258,6 +264,7 @@ def check_memory(build: Callable[[], torch.nn.Module], device: torch.device, opt
         where = "one GPU has" if device.type == "cuda" else "this machine has"
         raise ValueError(f"{what}: {parameters / 1e6:,.1f} M parameters with their training state and one batch of "
                          f"inputs need at least {needed / 2**30:,.1f} GiB, {where} {available / 2**30:,.1f} GiB")
+    return True
 
 
 def _device_memory(device: torch.device) -> Optional[int]:

@@ -156,10 +156,14 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
     check_devices(args)
     # Built on the meta device: bad --backbone-kwargs are a ValueError here, not a TypeError in the training
     # processes, and a model or batch that cannot fit is refused before anything is allocated.
-    _cli.check_memory(lambda: build_model(args), _common.device_for(args), optimizer_states=1,
-                      input_floats_per_process=2 * 3 * args.input_size ** 2 * per_rank, processes=args.devices,
-                      what=f"--batch-size {args.batch_size} at --input-size {args.input_size} on --devices "
-                           f"{args.devices}, --backbone {args.backbone}, --proj-dim {args.proj_dim}")
+    estimated = _cli.check_memory(lambda: build_model(args), _common.device_for(args), optimizer_states=1,
+                                  input_floats_per_process=2 * 3 * args.input_size ** 2 * per_rank,
+                                  processes=args.devices,
+                                  what=f"--batch-size {args.batch_size} at --input-size {args.input_size} on "
+                                       f"--devices {args.devices}, --backbone {args.backbone}, --proj-dim "
+                                       f"{args.proj_dim}")
+    if not estimated and args.backbone_kwargs:
+        build_model(args)  # for real, then: still a ValueError here rather than in the training processes
 
 
 def check_devices(args: argparse.Namespace) -> None:

@@ -145,3 +145,19 @@ def test_errors_of_the_machine_and_of_ranks_are_one_line_too(tmp_path) -> None:
     assert stderr.getvalue() == "error: stopped by SIGTERM\n"
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C shows where the run was
         run_cli(fail_with(KeyboardInterrupt()))
+
+
+def test_a_model_that_cannot_be_built_on_the_meta_device_gets_no_estimate() -> None:
+    import torch
+
+    from _cli import check_memory
+
+    def reads_a_value():
+        torch.zeros(1).item()  # what some models do while they are built: not possible on the meta device
+        return torch.nn.Linear(2, 2)
+
+    assert check_memory(reads_a_value, torch.device("cpu"), 1, 10, 1, "--x") is False
+    assert check_memory(lambda: torch.nn.Linear(2, 2), torch.device("cpu"), 1, 10, 1, "--x") is True
+    with pytest.raises(ValueError, match="named by the model"):
+        check_memory(lambda: (_ for _ in ()).throw(ValueError("named by the model")), torch.device("cpu"), 1, 1, 1,
+                     "--x")
