@@ -216,7 +216,9 @@ def _check_saved_arguments(extra: Any, run_args: Mapping[str, Any], may_change: 
     if not isinstance(saved, Mapping):
         raise invalid("holds no training arguments (extra.args): it was not written by this recipe")
     for name, value in run_args.items():
-        if name in saved and name not in may_change and type(saved[name]) is not type(value):
+        if name not in saved or name in may_change or saved[name] is None or value is None:
+            continue  # a value set or left unset is a changed argument (check_run_dir names it), not a type
+        if type(saved[name]) is not type(value):
             raise invalid(f"holds --{name.replace('_', '-')} as {type(saved[name]).__name__} {saved[name]!r} where "
                           f"this run has {type(value).__name__} {value!r}: it was not written by this recipe")
 

@@ -200,6 +200,12 @@ def test_an_untampered_checkpoint_resumes(tmp_path) -> None:
     assert _resume(tmp_path)[1] == 2
 
 
+def test_an_argument_set_where_it_was_unset_is_named_as_changed_not_as_a_type(tmp_path) -> None:
+    _checkpoint(tmp_path)
+    with pytest.raises(ValueError, match=r"trained with --normalize True \(now None\)"):
+        _resume(tmp_path, {"epochs": 4, "lr": 0.1, "normalize": None})
+
+
 # ------------------------------------------------------------------------------------- metrics.csv on --resume
 def _metrics(tmp_path, text: str) -> None:
     (tmp_path / "metrics.csv").write_text(text, newline="")
