@@ -52,7 +52,8 @@ case "$mode" in
     run=${RUN_DIR:-/tmp/simsiam}  # the per-epoch checkpoint (~90 MB) stays on the machine; the figures come back
     # An earlier run's figures on a warm machine must not come back as this one's (last.pt stays for --resume).
     rm -f "$run"/summary.json "$run"/metrics.png
-    [[ " ${*:3} " == *" --resume "* ]] || rm -f "$run"/metrics.csv
+    # A fresh run replaces the earlier one's last.pt only when told to (the recipe refuses a folder holding a run).
+    [[ " ${*:3} " == *" --resume "* ]] || { rm -f "$run"/metrics.csv; set -- "$@" --overwrite; }
     "${stop[@]}" python3 recipes/simsiam_cifar.py --data-dir /tmp/cifar10/train --cache-dir /tmp/lse_cache \
       --epochs "$epochs" --batch-size 512 --eval-every 10 --no-progress --out-dir "$run" "${@:3}" \
       > "$out/simsiam.log" 2>&1

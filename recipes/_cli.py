@@ -3,30 +3,95 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, TextIO, TypeVar
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, TextIO, TypeVar
 
 import torch
 from timm.utils import ParseKwargs
+
+from lightly_siamese_ext._validation import check_float
+from lightly_siamese_ext.training.distributed import RankFailedError
 
 Model = TypeVar("Model")
 
 # What a user's arguments or data can cause: reported as one line, without a traceback. Anything else is a bug and
 # keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+# What the machine can cause: a full disk, a read-only or foreign folder. Reported as one line too.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+class Stopped(BaseException):
+    """SIGTERM, raised in the main thread so that the run folder's lock is released and the ranks are stopped (a
+    BaseException: no ``except Exception`` on the way swallows it)."""
 
 
 def run_cli(fn: Callable[[], None], stderr: Optional[TextIO] = None) -> int:
-    """Runs ``fn``; returns 0, or 2 after writing ``error: <first line of the message>`` to ``stderr`` (default
-    ``sys.stderr``) when it raises one of :data:`USER_ERRORS`."""
+    """Runs ``fn``; returns 0, or writes ``error: <one line>`` to ``stderr`` (default ``sys.stderr``) and returns 2
+    when it raises one of :data:`USER_ERRORS`, an ``OSError`` of :data:`MACHINE_ERRNOS`, an out-of-memory error, or
+    a :class:`RankFailedError` of one of them or of a killed rank; 143 after SIGTERM. Ctrl-C keeps Python's
+    traceback of where the run was (benchmarks/device_session.sh stops runs with SIGINT to get it)."""
+    stderr = stderr or sys.stderr
     try:
-        fn()
-    except USER_ERRORS as error:
-        text = str(error).strip() or type(error).__name__
-        (stderr or sys.stderr).write(f"error: {text.splitlines()[0]}\n")
+        with _sigterm_raises_stopped():
+            fn()
+    except Stopped:
+        stderr.write("error: stopped by SIGTERM\n")
+        return 143
+    except Exception as error:
+        text = one_line_message(error)
+        if text is None:
+            raise
+        stderr.write(f"error: {text}\n")
         return 2
     return 0
+
+
+def one_line_message(error: BaseException) -> Optional[str]:
+    """The line :func:`run_cli` reports for ``error``, or None for a bug (which keeps its traceback)."""
+    if isinstance(error, RankFailedError):
+        if error.error is None:
+            return _first_line(error)
+        cause = one_line_message(error.error)
+        return None if cause is None else f"{cause} (rank {error.rank}; the other ranks were stopped)"
+    if isinstance(error, USER_ERRORS):
+        return _first_line(error)
+    if isinstance(error, OSError) and error.errno in MACHINE_ERRNOS:
+        names = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+        return (error.strerror or _first_line(error)) + (f": {names}" if names else "")
+    if isinstance(error, torch.cuda.OutOfMemoryError) or (isinstance(error, RuntimeError)
+                                                           and "can't allocate memory" in str(error)):
+        detail = _first_line(error)
+        detail = detail[detail.find("DefaultCPUAllocator"):] if "DefaultCPUAllocator" in detail else detail
+        return f"out of memory: {detail} (a smaller --batch-size or --input-size needs less)"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+@contextlib.contextmanager
+def _sigterm_raises_stopped() -> Iterator[None]:
+    """SIGTERM raises :class:`Stopped` while the block runs (in the main thread only: elsewhere signals cannot be
+    handled), and the previous handler comes back after it."""
+    def stop(signum: int, frame: Any) -> None:
+        raise Stopped()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -110,12 +175,13 @@ def add_data_arguments(
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, out_dir: str) -> "argparse._ArgumentGroup":
-    """Adds the "run" group every training recipe takes (``--out-dir``, ``--resume``, ``--stop-after-epoch``,
-    ``--seed``, ``--device``, ``--precision``, ``--threads``) and returns it for more."""
+    """Adds the "run" group every training recipe takes (``--out-dir``, ``--resume``, ``--overwrite``,
+    ``--stop-after-epoch``, ``--seed``, ``--device``, ``--precision``, ``--threads``) and returns it for more."""
     group = parser.add_argument_group("run")
     group.add_argument("--out-dir", type=Path, default=Path(out_dir),
                        help="where metrics.csv, the plot, summary.json and the checkpoints go")
     group.add_argument("--resume", action="store_true", help="continue from <out-dir>/last.pt")
+    add_overwrite_argument(group)
     group.add_argument("--stop-after-epoch", type=int, default=None,
                        help="stop (as if killed) after this epoch; --resume continues to the same result")
     group.add_argument("--seed", type=int, default=0, help="seeds the initialisation, the data order and the "
@@ -125,6 +191,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, out_dir: str) -> "argpars
                        help="auto: bf16 autocast on CUDA, fp32 on CPU")
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return group
+
+
+def add_overwrite_argument(group: "argparse._ArgumentGroup") -> None:
+    """``--overwrite``: what a fresh run into a folder that holds a run needs (see ``_run_dir.claim_run_dir``)."""
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --out-dir (its checkpoint, metrics and summary) instead of refusing "
+                            "to start there")
 
 
 def fill_defaults(args: argparse.Namespace, defaults: Mapping[str, Any]) -> None:
@@ -142,12 +215,93 @@ def check_at_least(args: argparse.Namespace, minimum: int, *names: str) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
 
 
+def check_number(args: argparse.Namespace, name: str, minimum: Optional[float] = None,
+                 maximum: Optional[float] = None, *, exclusive_minimum: bool = False,
+                 exclusive_maximum: bool = False) -> None:
+    """ValueError naming ``--<name>`` (an argparse dest) unless it is a finite number within the bounds (inclusive
+    unless ``exclusive_*``); None (not given) passes. argparse's ``type=float`` takes "nan" and "inf", which would
+    train a NaN model."""
+    value = getattr(args, name)
+    if value is not None:
+        check_float(value, f"--{name.replace('_', '-')}", minimum, maximum, exclusive_minimum=exclusive_minimum,
+                    exclusive_maximum=exclusive_maximum)
+
+
+# Values no run can use, refused before any work starts: memory, threads and processes are finite. Generous on
+# purpose (CIFAR trains at 32 px with 2048-wide heads); what fits in between is checked by check_memory.
+SIZE_LIMITS = {"input_size": 4096, "proj_dim": 65536, "pred_hidden_dim": 65536, "embedding_dim": 65536,
+               "hidden_dim": 65536, "proj_layers": 64, "trials": 10_000_000, "threads": 1024, "num_workers": 1024}
+
+
+def check_sizes(args: argparse.Namespace) -> None:
+    """ValueError naming the first argument of :data:`SIZE_LIMITS` that the recipe has and that exceeds its limit."""
+    for name, limit in SIZE_LIMITS.items():
+        value = getattr(args, name, None)
+        if value is not None and value > limit:
+            raise ValueError(f"--{name.replace('_', '-')} must be <= {limit:,}, got {value:,}")
+
+
+def check_memory(build: Callable[[], torch.nn.Module], device: torch.device, optimizer_states: int,
+                 input_floats_per_process: int, processes: int, what: str) -> bool:
+    """ValueError when the run cannot fit: the model (built on the meta device: nothing is allocated), its
+    gradients and ``optimizer_states`` copies (SGD with momentum: 1, AdamW: 2) in float32, in each of ``processes``
+    processes, plus one step's input of ``input_floats_per_process`` floats each, against the memory of one GPU
+    (CUDA) or the memory available on this machine (CPU). A lower bound (activations come on top): it refuses only
+    what cannot work. ``what`` names the arguments that set the sizes. Returns False when the model cannot be built
+    on the meta device (no estimate); a ValueError of ``build`` (e.g. bad ``--backbone-kwargs``) passes through."""
+    try:
+        with torch.device("meta"):
+            model = build()
+    except ValueError:
+        raise
+    except Exception:  # e.g. a model that reads a tensor's value while it is built
+        return False
+    parameters = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    per_process = 4 * (parameters * (2 + optimizer_states) + input_floats_per_process)
+    needed = per_process if device.type == "cuda" else per_process * processes
+    available = _device_memory(device)
+    if available is not None and needed > available:
+        where = "one GPU has" if device.type == "cuda" else "this machine has"
+        raise ValueError(f"{what}: {parameters / 1e6:,.1f} M parameters with their training state and one batch of "
+                         f"inputs need at least {needed / 2**30:,.1f} GiB, {where} {available / 2**30:,.1f} GiB")
+    return True
+
+
+def _device_memory(device: torch.device) -> Optional[int]:
+    """Bytes a run may use on ``device``: a CUDA device's total memory, or the memory available to this process
+    (MemAvailable, within the cgroup's limit); None when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device.index or 0).total_memory)
+    known = [value for value in (_meminfo_available(), _cgroup_available()) if value is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available() -> Optional[int]:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _cgroup_available() -> Optional[int]:
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
+    return None
+
+
 def check_run_arguments(args: argparse.Namespace) -> None:
-    """ValueError for a bad ``--threads``, ``--stop-after-epoch`` (where the recipe has it) or ``--device cuda``
-    without CUDA: the run options of :func:`add_run_arguments`."""
+    """ValueError for a bad ``--threads``, ``--stop-after-epoch`` (where the recipe has it), ``--device cuda``
+    without CUDA, ``--resume`` with ``--overwrite``, or a size beyond :data:`SIZE_LIMITS`: the run options of
+    :func:`add_run_arguments`, and every recipe's sizes."""
     check_at_least(args, 1, *(name for name in ("threads", "stop_after_epoch") if hasattr(args, name)))
+    check_sizes(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but CUDA is not available")
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        raise ValueError("--resume continues the run in --out-dir and --overwrite replaces it: give one of them")
 
 
 def check_warmup_epochs(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 import _cli
+import _common
 import _run_dir
 import lightly_siamese_ext as lse
 from lightly_siamese_ext.backbones import check_model_name
@@ -83,9 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser, full: Mapping[str, Any], smok
 
 
 def check_arguments(args: argparse.Namespace, split: OpenSetSplit, batch_items: int,
-                    batch_arguments: str = "--batch-size") -> None:
+                    batch_arguments: str = "--batch-size", images_per_step: Optional[int] = None) -> None:
     """ValueError naming the first bad shared argument; ``batch_items``: training images one batch draws from,
-    set by ``batch_arguments`` (named in the error)."""
+    set by ``batch_arguments`` (named in the error); ``images_per_step``: the images one step encodes (default
+    ``batch_items``)."""
     check_model_name(args.backbone, "--backbone")
     _cli.check_at_least(args, 1, *(name for name in ("epochs", "batch_size", "input_size", "embedding_dim",
                                                       "eval_every", "hidden_dim") if hasattr(args, name)))
@@ -96,13 +98,16 @@ def check_arguments(args: argparse.Namespace, split: OpenSetSplit, batch_items: 
     if batch_items > len(split.train.labels):
         raise ValueError(f"{batch_arguments}: a batch draws {batch_items} images, more than the training set "
                          f"({len(split.train.labels)} images)")
-    if not args.lr > 0 or args.weight_decay < 0:
-        raise ValueError(f"--lr must be > 0 and --weight-decay >= 0, got {args.lr} and {args.weight_decay}")
-    if not 0 < args.min_scale <= 1:
-        raise ValueError(f"--min-scale must be in (0, 1], got {args.min_scale}")
-    if not 0 <= args.hf_prob <= 1:
-        raise ValueError(f"--hf-prob must be in [0, 1], got {args.hf_prob}")
+    _cli.check_number(args, "lr", 0, exclusive_minimum=True)
+    _cli.check_number(args, "weight_decay", 0)
+    _cli.check_number(args, "min_scale", 0, 1, exclusive_minimum=True)
+    _cli.check_number(args, "hf_prob", 0, 1)
     _cli.check_warmup_epochs(args)
+    images = batch_items if images_per_step is None else images_per_step
+    _cli.check_memory(lambda: build_encoder(args), _common.device_for(args), optimizer_states=2,  # AdamW
+                      input_floats_per_process=images * 3 * args.input_size ** 2, processes=1,
+                      what=f"{batch_arguments} ({images} images a step) at --input-size {args.input_size}, "
+                           f"--backbone {args.backbone}, --embedding-dim {args.embedding_dim}")
 
 
 def resolve_class_count(args: argparse.Namespace, name: str, available: int, default_cap: int, what: str) -> int:
@@ -122,6 +127,7 @@ def load_split(args: argparse.Namespace, full: Mapping[str, Any], smoke: Mapping
     """The data of ``--data-dir`` (or the embedded digits) split by ``--test-classes``, with ``--subset`` and
     ``--eval-per-class`` applied; fills the unset arguments named in ``full`` / ``smoke`` (and the augmentation's)
     with the values for real data or for the digits, and announces the fallback loudly."""
+    _cli.check_sizes(args)  # before the digits are decoded at --input-size
     source = load_image_source(args.data_dir, download=args.download, cache_dir=args.cache_dir,
                                embedded_size=args.input_size or smoke["input_size"])
     _cli.fill_defaults(args, {**AUGMENT_SMOKE, **smoke} if source.embedded else {**AUGMENT_FULL, **full})

@@ -21,13 +21,14 @@ evaluated on its held-out split. Any of them given here overrides the checkpoint
 no trained encoder: --allow-random-init evaluates the encoder at random initialisation, as a baseline.
 
 Outputs in --out-dir: metrics.csv, per_class.png (per-class accuracy), metrics.png (lightly protocol: curves per
-epoch), last.pt (the linear classifier; every epoch with the lightly protocol), summary.json.
+epoch), last.pt (the linear classifier; every epoch with the lightly protocol), summary.json. --out-dir is never the
+folder of --checkpoint (the evaluation would replace the run it reads), and a folder that holds an earlier result
+is replaced only with --overwrite.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -43,10 +44,12 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 import _cli
+import _run_dir
 import lightly_siamese_ext as lse
 from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import TrainTestSplit, random_subset
 from lightly_siamese_ext.training import MetricsLog, load_checkpoint, pyplot_or_none, save_checkpoint
+from lightly_siamese_ext.training.atomic import write_atomically
 
 # simsiam_cifar.py's defaults for what a checkpoint may not say: the digits are loaded at its smoke input size (16),
 # and a run without a checkpoint uses its input sizes and held-out split.
@@ -89,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("run")
     run.add_argument("--out-dir", type=Path, default=Path("runs/linear_eval"),
-                     help="where metrics.csv, summary.json and the classifier (last.pt) go")
+                     help="where metrics.csv, summary.json and the classifier (last.pt) go; never the folder of "
+                          "--checkpoint")
+    _cli.add_overwrite_argument(run)
     run.add_argument("--seed", type=int, default=None, help="subset and classifier seed (default: the checkpoint's, "
                                                            "else 0)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
@@ -128,9 +133,12 @@ def load_encoder(args: argparse.Namespace) -> Tuple[lse.SimSiam, Dict[str, Any]]
     except Exception as error:  # torch raises several types for files that are not checkpoints
         raise ValueError(f"--checkpoint {args.checkpoint} is not a readable checkpoint ({type(error).__name__})") \
             from error
-    trained = payload.get("extra", {}).get("args") if isinstance(payload, dict) else None
+    extra = payload.get("extra") if isinstance(payload, dict) else None
+    trained = extra.get("args") if isinstance(extra, dict) else None
     if not isinstance(trained, dict) or "proj_dim" not in trained:
         raise ValueError(f"--checkpoint {args.checkpoint} was not written by simsiam_cifar.py (no training arguments)")
+    check_trained_arguments(trained, args.checkpoint)
+    _run_dir.check_checkpoint(payload, args.checkpoint, option="--checkpoint")
     model = _cli.create_with_backbone_kwargs(lse.SimSiam, trained["backbone"], _trained_backbone_kwargs(trained),
                                              proj_layers=trained["proj_layers"], proj_dim=trained["proj_dim"],
                                              pred_hidden_dim=trained["pred_hidden_dim"])
@@ -142,6 +150,17 @@ def load_encoder(args: argparse.Namespace) -> Tuple[lse.SimSiam, Dict[str, Any]]
     args.backbone = trained["backbone"]
     return model, {"encoder": f"SimSiam {trained['backbone']} from {args.checkpoint} (epoch {payload['epoch']})",
                    "checkpoint": str(args.checkpoint), "pretrain_epochs": payload["epoch"]}
+
+
+def check_trained_arguments(trained: Dict[str, Any], checkpoint: Path) -> None:
+    """ValueError naming ``checkpoint`` when the arguments that rebuild its model are not of simsiam_cifar.py's
+    types (a tampered or foreign checkpoint)."""
+    expected = {"backbone": str, "proj_layers": int, "proj_dim": int, "pred_hidden_dim": int}
+    for name, kind in expected.items():
+        value = trained.get(name)
+        if type(value) is not kind or (kind is int and value < 1):  # type(True) is bool, not int
+            raise ValueError(f"--checkpoint {checkpoint} holds --{name.replace('_', '-')} {value!r}; "
+                             f"simsiam_cifar.py writes {'a positive int' if kind is int else 'a str'}")
 
 
 def _trained_backbone_kwargs(trained: Dict[str, Any]) -> Dict[str, Any]:
@@ -171,14 +190,15 @@ def load_splits(args: argparse.Namespace) -> TrainTestSplit:
 def check_args(args: argparse.Namespace) -> None:
     _cli.check_at_least(args, 1, "epochs", "batch_size", "input_size")
     _cli.check_at_least(args, 0, "num_workers")
-    if not args.lr > 0 or args.weight_decay < 0:
-        raise ValueError(f"--lr must be > 0 and --weight-decay >= 0, got {args.lr} and {args.weight_decay}")
+    _cli.check_number(args, "lr", 0, exclusive_minimum=True)
+    _cli.check_number(args, "weight_decay", 0)
     _cli.check_run_arguments(args)
     if args.out_dir.exists() and not args.out_dir.is_dir():
         raise NotADirectoryError(f"--out-dir {args.out_dir} is a file, not a folder")
-    if not 0 < args.min_scale <= 1 or not 0 <= args.hf_prob <= 1:
-        raise ValueError(f"--min-scale must be in (0, 1] and --hf-prob in [0, 1], got {args.min_scale}, "
-                         f"{args.hf_prob}")
+    if args.checkpoint is not None:
+        _run_dir.refuse_the_folder_of(args.out_dir, args.checkpoint)
+    _cli.check_number(args, "min_scale", 0, 1, exclusive_minimum=True)
+    _cli.check_number(args, "hf_prob", 0, 1)
 
 
 # ------------------------------------------------------------------------------------------------- protocols
@@ -314,8 +334,10 @@ def plot_per_class(accuracy: List[float], classes: List[str], path: Path, title:
     ax.set_ylabel("top-1 accuracy")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        write_atomically(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def _report(summary: Dict[str, Any], args: argparse.Namespace) -> None:
@@ -351,7 +373,13 @@ def evaluate(args: argparse.Namespace) -> None:
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
     model = model.to(device)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with _run_dir.claim_run_dir(args.out_dir, resume=False, overwrite=args.overwrite, resumable=False):
+        run_protocol(args, model, about, splits, device)
+
+
+def run_protocol(args: argparse.Namespace, model: lse.SimSiam, about: Dict[str, Any], splits: TrainTestSplit,
+                 device: torch.device) -> None:
+    """The chosen protocol on the encoder, then the per-class accuracy, the summary and the report."""
     print(f"encoder: {about['encoder']}\ndata: {splits.description}: {len(splits.train.labels)} training / "
           f"{len(splits.test.labels)} evaluation images", flush=True)
     started = time.perf_counter()
@@ -373,7 +401,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "per_class_top1": dict(zip(splits.train.classes, per_class)),
         "seconds": time.perf_counter() - started,
     }
-    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _run_dir.write_summary(args.out_dir, summary)
     _report(summary, args)
 
 

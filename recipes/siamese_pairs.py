@@ -18,13 +18,12 @@ digits (train on 0-6, test on 7-9), says so loudly and runs a short smoke config
 
 The report puts the trained encoder next to the same encoder at random initialisation and to raw pixels, so that
 the reader sees what training added. Outputs in --out-dir: metrics.csv, metrics.png, last.pt (every epoch),
-summary.json.
+summary.json; see simsiam_cifar.py for --resume, --overwrite, the folder's lock and non-finite losses.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -67,11 +66,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace, split: OpenSetSplit) -> None:
-    _open_set.check_arguments(args, split, batch_items=args.batch_size)
-    if not 0.0 <= args.positive_fraction <= 1.0:
-        raise ValueError(f"--positive-fraction must be in [0, 1], got {args.positive_fraction}")
-    if args.margin < 0:
-        raise ValueError(f"--margin must be >= 0, got {args.margin}")
+    _open_set.check_arguments(args, split, batch_items=args.batch_size, images_per_step=2 * args.batch_size)
+    _cli.check_number(args, "positive_fraction", 0, 1)
+    _cli.check_number(args, "margin", 0)
     _open_set.resolve_class_count(args, "n_way", len(split.test_classes), 20, "the held-out classes")
     if args.trials < 1:
         raise ValueError(f"--trials must be >= 1, got {args.trials}")
@@ -147,6 +144,7 @@ def train(args: argparse.Namespace, split: OpenSetSplit) -> None:
         generator = _common.epoch_generator(args.seed, epoch, device)
         # Running sums: loss, same-pair distances and count, different-pair distances and count (no host sync).
         totals = torch.zeros(5, device=device)
+        finite = _common.FiniteLossWatch(device)
         for first, second, same in pair_batches(labels, args.batch_size, args.positive_fraction, args.seed, epoch,
                                                 generator):
             x0, x1 = augment(images[first], generator), augment(images[second], generator)
@@ -156,6 +154,7 @@ def train(args: argparse.Namespace, split: OpenSetSplit) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            finite.update(loss)
             with torch.no_grad():
                 distance = paired_distances(e0.detach().float(), e1.detach().float(), args.distance)
                 totals += torch.stack([loss.detach(), (distance * same).sum(), same.sum(),
@@ -165,6 +164,7 @@ def train(args: argparse.Namespace, split: OpenSetSplit) -> None:
             torch.cuda.synchronize(device)
         epoch_times.append(time.perf_counter() - started)
         images_per_s.append(steps_per_epoch * 2 * args.batch_size / epoch_times[-1])
+        finite.check(epoch, float(totals[0]), model, checkpoint_path, "a lower --lr may help")  # before it is saved
 
         evaluate_now = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
         if evaluate_now:
@@ -192,7 +192,7 @@ def train(args: argparse.Namespace, split: OpenSetSplit) -> None:
         held_out = _open_set.evaluate(model, split, evaluate, device, args.input_size)
     summary = _open_set.summarise(args, split, held_out, evaluate, device, 2 * args.batch_size, epoch_times,
                                   images_per_s)
-    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _run_dir.write_summary(args.out_dir, summary)
     pairs = summary["eval_images"] * (summary["eval_images"] - 1) // 2
     notes = [f"(chance: ROC-AUC 0.5, one-shot {1 / args.n_way:.3f}; AUC over all {pairs} pairs of held-out images, "
              f"{args.trials} one-shot trials; {args.distance} distance)"]
@@ -206,8 +206,10 @@ def format_metrics(result: Mapping[str, float], n_way: int) -> str:
 def run(args: argparse.Namespace) -> None:
     split = _open_set.load_split(args, FULL, SMOKE)
     check_args(args, split)
-    print(_open_set.describe(split), flush=True)
-    train(args, split)
+    with _run_dir.claim_run_dir(args.out_dir, args.resume, args.overwrite, _cli.checkpointable_args(args),
+                                _open_set.MAY_CHANGE):
+        print(_open_set.describe(split), flush=True)
+        train(args, split)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -24,14 +24,15 @@ to the training device and the same batched augmentation runs there; "lightly" u
 DataLoader, for comparison.
 
 Outputs in --out-dir: metrics.csv, metrics.png, last.pt (every epoch; torch.load(weights_only=True) reads it),
-summary.json.
+summary.json, each written atomically. A folder that holds a run is continued with --resume or replaced with
+--overwrite, never silently; run.lock keeps a second run out while this one runs. A loss that stops being finite
+ends the run with an error naming the epoch and step; last.pt keeps the last finite epoch.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from dataclasses import replace
@@ -64,22 +65,43 @@ MAY_CHANGE = (*_run_dir.MAY_CHANGE_ON_RESUME, "pipeline", "num_workers", "device
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _cli.recipe_parser(__doc__)
+    add_data_arguments(parser, {
+        "batched": "the data resident on the training device, augmented there",
+        "stream": "images decoded by DataLoader workers, augmented on the training device",
+        "lightly": "Lightly's SimSiamTransform + DataLoader"},
+        workers_help="DataLoader workers per process for --pipeline lightly (default: CPU count) and stream "
+                     "(default: CPU count / --devices)")
+    add_training_arguments(parser, batch_help="global batch")
+
+    run = _cli.add_run_arguments(parser, out_dir="runs/simsiam_cifar")
+    run.add_argument("--devices", type=int, default=1, help="processes (DDP): GPUs on CUDA, gloo ranks on CPU")
+    run.add_argument("--sync-bn", action="store_true", help="synchronise batch norm across processes")
+    run.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto", help="auto: on for CUDA")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+
+    add_evaluation_arguments(parser, progress_help="no progress bar")
+    return parser
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, pipelines: Dict[str, str], workers_help: str) -> None:
+    """The data group: the source (_cli's), the held-out split and subset, the ``pipelines`` offered (name ->
+    what it does) and their DataLoader options. simsiam_lightning.py takes the same."""
     data = _cli.add_data_arguments(parser)
     data.add_argument("--holdout-per-class", type=int, default=500,
                       help="images per class held out for evaluation when the data has no test split")
     data.add_argument("--subset", type=int, default=None,
                       help="train on N training images drawn at random (seeded); they are also the kNN bank")
-    data.add_argument("--pipeline", choices=["batched", "stream", "lightly"], default="batched",
-                      help="batched: the data resident on the training device, augmented there; stream: images "
-                           "decoded by DataLoader workers, augmented on the training device; lightly: Lightly's "
-                           "SimSiamTransform + DataLoader")
-    data.add_argument("--num-workers", type=int, default=None,
-                      help="DataLoader workers per process for --pipeline lightly (default: CPU count) and stream "
-                           "(default: CPU count / --devices)")
+    data.add_argument("--pipeline", choices=list(pipelines), default="batched",
+                      help="; ".join(f"{name}: {what}" for name, what in pipelines.items()))
+    data.add_argument("--num-workers", type=int, default=None, help=workers_help)
     data.add_argument("--stream-size", type=int, default=None,
                       help="--pipeline stream: images are resized (shorter side, then a centre crop) to this square "
                            "side before augmentation (default: keep their size, which must be the same for all)")
 
+
+def add_training_arguments(parser: argparse.ArgumentParser, batch_help: str) -> None:
+    """The model, optimisation and augmentation groups: the paper's recipe (Appendix D) and lightly's
+    SimSiamTransform arguments. simsiam_lightning.py takes the same; ``batch_help`` says what --batch-size is."""
     model = parser.add_argument_group("model")
     _cli.add_backbone_arguments(model, kwargs_help="passed to timm.create_model, e.g. zero_init_last=False "
                                                    "drop_path_rate=0.1")
@@ -91,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--epochs", type=int, default=None,
                        help=f"default {PAPER['epochs']} (embedded smoke run: {SMOKE['epochs']})")
     optim.add_argument("--batch-size", type=int, default=None,
-                       help=f"global batch; default {PAPER['batch_size']} (smoke: {SMOKE['batch_size']})")
+                       help=f"{batch_help}; default {PAPER['batch_size']} (smoke: {SMOKE['batch_size']})")
     optim.add_argument("--base-lr", type=float, default=0.03, help="lr = base_lr x batch_size / 256")
     optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     optim.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
@@ -111,12 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--gaussian-blur", type=float, default=0.0, help="blur probability (the paper: none on CIFAR)")
     aug.add_argument("--hf-prob", type=float, default=0.5, help="horizontal-flip probability")
 
-    run = _cli.add_run_arguments(parser, out_dir="runs/simsiam_cifar")
-    run.add_argument("--devices", type=int, default=1, help="processes (DDP): GPUs on CUDA, gloo ranks on CPU")
-    run.add_argument("--sync-bn", action="store_true", help="synchronise batch norm across processes")
-    run.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto", help="auto: on for CUDA")
-    run.add_argument("--compile", action="store_true", help="torch.compile the model")
 
+def add_evaluation_arguments(parser: argparse.ArgumentParser, progress_help: str) -> None:
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--eval-every", type=int, default=10, help="kNN every N epochs (and after the last)")
     evaluation.add_argument("--knn-k", type=int, default=200, help="kNN neighbours (lightly's knn_predict)")
@@ -124,8 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--linear-epochs", type=int, default=100, help="0 skips the final linear probe")
     evaluation.add_argument("--no-baselines", action="store_true",
                             help="skip the kNN of a random-init encoder and of raw pixels")
-    evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
+    evaluation.add_argument("--no-progress", action="store_true", help=progress_help)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -151,18 +168,42 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
     _cli.check_at_least(args, 1, "epochs", "eval_every", "input_size", "proj_dim", "pred_hidden_dim", "proj_layers")
     _cli.check_warmup_epochs(args)
     # torch.optim would name the scaled lr; the kNN would fail only after the first evaluation epoch.
-    if not args.base_lr > 0 or args.momentum < 0 or args.weight_decay < 0:
-        raise ValueError(f"--base-lr must be > 0, --momentum and --weight-decay >= 0, got {args.base_lr}, "
-                         f"{args.momentum} and {args.weight_decay}")
-    if args.knn_k < 1 or not args.knn_t > 0:
-        raise ValueError(f"--knn-k must be >= 1 and --knn-t > 0, got {args.knn_k} and {args.knn_t}")
+    _cli.check_number(args, "base_lr", 0, exclusive_minimum=True)
+    _cli.check_number(args, "momentum", 0, 1, exclusive_maximum=True)
+    _cli.check_number(args, "weight_decay", 0)
+    _cli.check_number(args, "min_scale", 0, 1, exclusive_minimum=True)
+    for probability in ("cj_prob", "random_gray_scale", "gaussian_blur", "hf_prob"):
+        _cli.check_number(args, probability, 0, 1)
+    _cli.check_number(args, "cj_strength", 0)
+    _cli.check_at_least(args, 1, "knn_k")
+    _cli.check_number(args, "knn_t", 0, exclusive_minimum=True)
     args.knn_k = min(args.knn_k, n_train)  # the bank is the training set: what the kNN uses, and the report says
     _cli.check_at_least(args, 0, "linear_epochs", "num_workers")
     if args.stream_size is not None and args.pipeline != "stream":
         raise ValueError(f"--stream-size is for --pipeline stream, not --pipeline {args.pipeline}")
     _cli.check_run_arguments(args)
-    if args.backbone_kwargs:
-        build_model(args)  # a ValueError here, not a TypeError deep in the training processes
+    check_devices(args)
+    # Built on the meta device: bad --backbone-kwargs are a ValueError here, not a TypeError in the training
+    # processes, and a model or batch that cannot fit is refused before anything is allocated.
+    estimated = _cli.check_memory(lambda: build_model(args), _common.device_for(args), optimizer_states=1,
+                                  input_floats_per_process=2 * 3 * args.input_size ** 2 * per_rank,
+                                  processes=args.devices,
+                                  what=f"--batch-size {args.batch_size} at --input-size {args.input_size} on "
+                                       f"--devices {args.devices}, --backbone {args.backbone}, --proj-dim "
+                                       f"{args.proj_dim}")
+    if not estimated and args.backbone_kwargs:
+        build_model(args)  # for real, then: still a ValueError here rather than in the training processes
+
+
+def check_devices(args: argparse.Namespace) -> None:
+    """ValueError for more CUDA processes than GPUs, or ``--sync-bn`` where torch's SyncBatchNorm cannot run."""
+    device = _common.device_for(args)
+    if device.type == "cuda" and args.devices > torch.cuda.device_count():
+        raise ValueError(f"--devices {args.devices} asks for one GPU per process, but CUDA has "
+                         f"{torch.cuda.device_count()}")
+    if args.sync_bn and device.type != "cuda":
+        raise ValueError("--sync-bn synchronises batch norm across GPUs (torch's SyncBatchNorm needs CUDA); this run "
+                         "is on the CPU: leave it out")
 
 
 def build_model(args: argparse.Namespace) -> lse.SimSiam:
@@ -235,6 +276,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
         epoch_lr = optimizer.param_groups[0]["lr"]  # read before scheduler.step() moves it to the next epoch's
         started = time.perf_counter()
         loss_sum, steps = torch.zeros((), device=device), 0
+        finite = _common.FiniteLossWatch(device)
         collapse.reset()
         if args.pipeline == "batched":
             loader.set_epoch(epoch)
@@ -254,6 +296,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach()  # no host sync per step
+            finite.update(loss)
             collapse.update(out.z0)
             steps += 1
         scheduler.step()
@@ -263,6 +306,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
         epoch_times.append(epoch_time)
         images_per_s.append(steps * args.batch_size / epoch_time)
         epoch_loss = mean_across_ranks(loss_sum / max(steps, 1), world_size)
+        finite.check(epoch, epoch_loss, model, checkpoint_path, "a lower --base-lr may help")  # before it is saved
         collapse_std = collapse.compute()
 
         # Evaluation on the main process: kNN of the held-out split against the training split, frozen backbone.
@@ -298,7 +342,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
         if epoch_times:
             summary["epoch_time_s"] = sum(epoch_times) / len(epoch_times)
             summary["images_per_s"] = sum(images_per_s) / len(images_per_s)
-        (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        _run_dir.write_summary(args.out_dir, summary)
         report(summary, args)
 
 
@@ -486,11 +530,12 @@ def run(args: argparse.Namespace) -> None:
         print(_cli.embedded_data_notice(f"a SMOKE RUN of the pipeline ({args.epochs} epochs, {args.input_size}px)"),
               flush=True)
     check_args(args, len(splits.train.labels))
-    # Here, not only in the training processes: their errors would come back as tracebacks.
-    _run_dir.check_run_dir(args.out_dir, args.resume, _cli.checkpointable_args(args), MAY_CHANGE)
-    print(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
-          "evaluation images", flush=True)
-    launch(train, args.devices, args=(args, splits))
+    # Here, not only in the training processes: the folder is locked for the whole run, and a refusal comes first.
+    with _run_dir.claim_run_dir(args.out_dir, args.resume, args.overwrite, _cli.checkpointable_args(args), MAY_CHANGE,
+                                needs=(*_run_dir.TRAINING_STATE, "rng")):
+        print(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
+              "evaluation images", flush=True)
+        launch(train, args.devices, args=(args, splits))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

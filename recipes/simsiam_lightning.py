@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
+import contextlib
 import logging
 import sys
 import time
@@ -67,6 +67,10 @@ from lightly_siamese_ext.training import MetricsLog, ranks_agree, save_checkpoin
 
 PAPER, SMOKE, NORMALIZE = simsiam_cifar.PAPER, simsiam_cifar.SMOKE, simsiam_cifar.NORMALIZE
 CHECKPOINT_NAME = "last.ckpt"
+# What marks --out-dir as holding a run of this recipe, and what --overwrite removes (Lightning's per-epoch
+# checkpoints beside last.ckpt included).
+RUN_FILES = (CHECKPOINT_NAME, "*.ckpt", "model.pt", _run_dir.METRICS_NAME, _run_dir.SUMMARY_NAME)
+OUTPUT_FILES = (_run_dir.SUMMARY_NAME, "metrics.png", _run_dir.METRICS_NAME, "model.pt", "*.ckpt")
 # What a --resume may change: how and where the run executes and what it evaluates, not what it trains.
 MAY_CHANGE = (*_run_dir.MAY_CHANGE_ON_RESUME, "pipeline", "num_workers", "accelerator", "devices", "num_nodes",
               "strategy", "sync_bn", "channels_last", "eval_every", "knn_k", "knn_t", "linear_epochs",
@@ -76,56 +80,17 @@ PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}  # --precision -> Lightnin
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _cli.recipe_parser(__doc__)
-    data = _cli.add_data_arguments(parser)
-    data.add_argument("--holdout-per-class", type=int, default=500,
-                      help="images per class held out for evaluation when the data has no test split")
-    data.add_argument("--subset", type=int, default=None,
-                      help="train on N training images drawn at random (seeded); they are also the kNN bank")
-    data.add_argument("--pipeline", choices=["batched", "stream"], default="batched",
-                      help="batched: the training images resident on each device, augmented there; stream: images "
-                           "decoded by DataLoader workers, augmented on the device")
-    data.add_argument("--num-workers", type=int, default=None,
-                      help="DataLoader workers per process for --pipeline stream (default: CPU count / --devices)")
-    data.add_argument("--stream-size", type=int, default=None,
-                      help="--pipeline stream: images are resized (shorter side, then a centre crop) to this square "
-                           "side before augmentation (default: keep their size, which must be the same for all)")
-
-    model = parser.add_argument_group("model")
-    _cli.add_backbone_arguments(model, kwargs_help="passed to timm.create_model, e.g. zero_init_last=False "
-                                                   "drop_path_rate=0.1")
-    model.add_argument("--proj-layers", type=int, default=2, help="projector depth (2 = CIFAR, 3 = ImageNet)")
-    model.add_argument("--proj-dim", type=int, default=2048, help="projector width and output (predictor in/out)")
-    model.add_argument("--pred-hidden-dim", type=int, default=512, help="predictor bottleneck width")
-
-    optim = parser.add_argument_group("optimisation (SGD, per-epoch cosine schedule)")
-    optim.add_argument("--epochs", type=int, default=None,
-                       help=f"default {PAPER['epochs']} (embedded smoke run: {SMOKE['epochs']})")
-    optim.add_argument("--batch-size", type=int, default=None,
-                       help=f"global batch, split across the devices; default {PAPER['batch_size']} "
-                            f"(smoke: {SMOKE['batch_size']})")
-    optim.add_argument("--base-lr", type=float, default=0.03, help="lr = base_lr x batch_size / 256")
-    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    optim.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
-    optim.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up before the cosine decay")
-    optim.add_argument("--fix-predictor-lr", action="store_true",
-                       help="keep the predictor's lr constant (paper, Sec. 4.4)")
-
-    aug = parser.add_argument_group("augmentation (lightly's SimSiamTransform arguments)")
-    aug.add_argument("--input-size", type=int, default=None,
-                     help=f"default {PAPER['input_size']} (smoke: {SMOKE['input_size']})")
-    aug.add_argument("--min-scale", type=float, default=0.2,
-                     help="smallest random crop, as a fraction of the image area")
-    aug.add_argument("--cj-prob", type=float, default=0.8, help="colour-jitter probability")
-    aug.add_argument("--cj-strength", type=float, default=1.0,
-                     help="jitter = (0.4, 0.4, 0.4, 0.1) x strength, as the paper")
-    aug.add_argument("--random-gray-scale", type=float, default=0.2, help="grayscale probability")
-    aug.add_argument("--gaussian-blur", type=float, default=0.0, help="blur probability (the paper: none on CIFAR)")
-    aug.add_argument("--hf-prob", type=float, default=0.5, help="horizontal-flip probability")
+    simsiam_cifar.add_data_arguments(parser, {
+        "batched": "the training images resident on each device, augmented there",
+        "stream": "images decoded by DataLoader workers, augmented on the device"},
+        workers_help="DataLoader workers per process for --pipeline stream (default: CPU count / --devices)")
+    simsiam_cifar.add_training_arguments(parser, batch_help="global batch, split across the devices")
 
     run = parser.add_argument_group("run (Lightning's Trainer)")
     run.add_argument("--out-dir", type=Path, default=Path("runs/simsiam_lightning"),
                      help="where metrics.csv, the plot, the checkpoints, model.pt and summary.json go")
     run.add_argument("--resume", action="store_true", help=f"continue from <out-dir>/{CHECKPOINT_NAME}")
+    _cli.add_overwrite_argument(run)
     run.add_argument("--stop-after-epoch", type=int, default=None,
                      help="stop (as if killed) after this epoch; --resume continues to the same result")
     run.add_argument("--seed", type=int, default=0, help="seeds the initialisation, the data order and the "
@@ -142,14 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's "
                                                                "choice)")
 
-    evaluation = parser.add_argument_group("evaluation")
-    evaluation.add_argument("--eval-every", type=int, default=10, help="kNN every N epochs (and after the last)")
-    evaluation.add_argument("--knn-k", type=int, default=200, help="kNN neighbours (lightly's knn_predict)")
-    evaluation.add_argument("--knn-t", type=float, default=0.1, help="kNN temperature")
-    evaluation.add_argument("--linear-epochs", type=int, default=100, help="0 skips the final linear probe")
-    evaluation.add_argument("--no-baselines", action="store_true",
-                            help="skip the kNN of a random-init encoder and of raw pixels")
-    evaluation.add_argument("--no-progress", action="store_true", help="no progress bar: one line per epoch")
+    simsiam_cifar.add_evaluation_arguments(parser, progress_help="no progress bar: one line per epoch")
     return parser
 
 
@@ -276,6 +234,7 @@ class EpochMonitor(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this epoch trains at
         self.loss_sum: Any = torch.zeros((), device=pl_module.device)
+        self.finite = _common.FiniteLossWatch(pl_module.device)
         self.steps, self.ids = 0, []
         self.collapse.reset()
         self.started = time.perf_counter()
@@ -283,6 +242,7 @@ class EpochMonitor(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self.loss_sum = self.loss_sum + outputs["loss"].detach()  # no host sync per step
+        self.finite.update(outputs["loss"])
         self.collapse.update(outputs["z0"])
         self.ids.append(outputs["ids"])
         self.steps += 1
@@ -295,6 +255,8 @@ class EpochMonitor(pl.Callback):
         images_per_s = self.steps * self.args.batch_size / epoch_time
         # Collectives first (every rank): the loss, the collapse statistics and the indices of all ranks.
         loss = float(trainer.strategy.reduce(self.loss_sum / max(self.steps, 1), reduce_op="mean"))
+        # Before anything of this epoch is logged or checkpointed (Lightning runs ModelCheckpoint after this).
+        self.finite.check(epoch, loss, pl_module.model, self.args.out_dir / CHECKPOINT_NAME, "a lower --base-lr may help")
         collapse_std = self.collapse.compute()
         self.shards = shard_check(trainer, pl_module, torch.cat(self.ids) if self.ids else torch.zeros(0),
                                   epoch)
@@ -383,8 +345,8 @@ def build_trainer(args: argparse.Namespace, monitor: EpochMonitor) -> pl.Trainer
     return trainer
 
 
-def check_args(args: argparse.Namespace, world_size: int, n_train: int) -> None:
-    """simsiam_cifar.py's checks, with the world size the Trainer resolved."""
+def check_args(args: argparse.Namespace, world_size: int, device: torch.device, n_train: int) -> None:
+    """simsiam_cifar.py's checks, with the world size and the device the Trainer resolved."""
     per_device = args.batch_size // world_size
     if args.batch_size % world_size:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the world size {world_size} "
@@ -393,23 +355,16 @@ def check_args(args: argparse.Namespace, world_size: int, n_train: int) -> None:
         raise ValueError(f"--batch-size must give >= 2 images per device (batch norm), got {per_device} "
                          f"({args.batch_size} over {world_size} devices)")
     _cli.check_at_least(args, 1, "num_nodes")
-    plain = argparse.Namespace(**{**vars(args), "devices": world_size, "device": "auto"})
+    plain = argparse.Namespace(**{**vars(args), "devices": world_size, "device": device.type})
     simsiam_cifar.check_args(plain, n_train)
     args.knn_k = plain.knn_k  # at most the bank's size, as the report says
 
 
-def checkpoint_to_resume(args: argparse.Namespace) -> Tuple[Optional[Path], int]:
-    """``(checkpoint, epochs it finished)`` for --resume, ``(None, 0)`` for a fresh run. A missing or unreadable
-    checkpoint, one trained with other training arguments, or a fresh run into a folder that holds one, is an
-    error: a resumed run only continues to the same result with the same arguments."""
-    if args.out_dir.exists() and not args.out_dir.is_dir():
-        raise NotADirectoryError(f"--out-dir {args.out_dir} is a file, not a folder")
+def checkpoint_to_resume(args: argparse.Namespace) -> Tuple[Path, int]:
+    """``(checkpoint, epochs it finished)`` for --resume. A missing or unreadable checkpoint, or one trained with
+    other training arguments, is an error: a resumed run only continues to the same result with the same
+    arguments."""
     path = args.out_dir / CHECKPOINT_NAME
-    if not args.resume:
-        if path.exists():
-            raise ValueError(f"--out-dir {args.out_dir} already holds a run ({path}): continue it with --resume, or "
-                             "choose another --out-dir")
-        return None, 0
     if not path.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
     try:
@@ -429,15 +384,15 @@ def checkpoint_to_resume(args: argparse.Namespace) -> Tuple[Optional[Path], int]
     return path, int(monitor["epochs_done"])
 
 
-def quiet_lightning(resume: bool) -> None:
+def quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):  # its info lines, not ours
         logging.getLogger(name).setLevel(logging.WARNING)
     # Lightning 2.6 uses torch's deprecated LeafSpec check when it moves batches: not ours to fix.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # Said because SimSiamData (a LightningDataModule) inherits the hook too; SimSiamModule's is the one meant.
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule`")
-    if resume:  # the folder holds the run being continued
-        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # The folder holds our run.lock from the start (and, when resumed, the run being continued).
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def say(text: str) -> None:
@@ -448,7 +403,7 @@ def say(text: str) -> None:
 
 # ------------------------------------------------------------------------------------------------------ main
 def run(args: argparse.Namespace) -> None:
-    quiet_lightning(args.resume)
+    quiet_lightning()
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = simsiam_cifar.load_splits(args)
@@ -457,22 +412,33 @@ def run(args: argparse.Namespace) -> None:
         say(_cli.embedded_data_notice(f"a SMOKE RUN of the pipeline ({args.epochs} epochs, {args.input_size}px)"))
     monitor = EpochMonitor(splits, args)
     trainer = build_trainer(args, monitor)
-    check_args(args, trainer.world_size, len(splits.train.labels))
-    checkpoint: Optional[Path] = args.out_dir / CHECKPOINT_NAME if args.resume else None
+    check_args(args, trainer.world_size, trainer.strategy.root_device, len(splits.train.labels))
+    checkpoint: Optional[Path] = None
     # The Trainer knows this process's rank from the launcher's environment (Lightning's script launcher, torchrun,
-    # SLURM); the other ranks start inside fit(), after rank 0 passed these checks.
-    if trainer.is_global_zero:
-        checkpoint, epochs_done = checkpoint_to_resume(args)
-        monitor.metrics.truncate(epochs_done)  # a resumed run drops the rows its checkpoint does not cover
-    say(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} evaluation "
-        f"images; global batch {args.batch_size} = {trainer.world_size} device(s) x "
-        f"{args.batch_size // trainer.world_size} images per step")
+    # SLURM); the other ranks start inside fit(), after rank 0 passed these checks and locked the folder.
+    with contextlib.ExitStack() as held:
+        if trainer.is_global_zero:
+            resumed: Dict[str, Any] = {"path": None, "epochs": 0}
 
-    module = SimSiamModule(args)
-    trainer.fit(module, datamodule=SimSiamData(splits, args), ckpt_path=checkpoint)
+            def check_resume(_: Path) -> None:
+                resumed["path"], resumed["epochs"] = checkpoint_to_resume(args)
 
-    if not trainer.is_global_zero:
-        return
+            held.enter_context(_run_dir.claim_run_dir(args.out_dir, args.resume, args.overwrite, run_files=RUN_FILES,
+                                                      output_files=OUTPUT_FILES, check_resume=check_resume))
+            checkpoint = resumed["path"]
+            monitor.metrics.truncate(resumed["epochs"])  # a resumed run drops the rows its checkpoint does not cover
+        say(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
+            f"evaluation images; global batch {args.batch_size} = {trainer.world_size} device(s) x "
+            f"{args.batch_size // trainer.world_size} images per step")
+        module = SimSiamModule(args)
+        trainer.fit(module, datamodule=SimSiamData(splits, args), ckpt_path=checkpoint)
+        if trainer.is_global_zero:
+            report_run(args, splits, trainer, module, monitor)
+
+
+def report_run(args: argparse.Namespace, splits: Splits, trainer: pl.Trainer, module: "SimSiamModule",
+               monitor: EpochMonitor) -> None:
+    """On rank 0 after fit(): the trained model as model.pt, and (unless stopped early) the final evaluation."""
     device = trainer.strategy.root_device
     model = module.model.to(device)  # Lightning's teardown moved it to the CPU
     save_checkpoint(args.out_dir / "model.pt", model=model, epoch=monitor.epochs_done,
@@ -487,7 +453,7 @@ def run(args: argparse.Namespace) -> None:
     if monitor.epoch_times:
         summary["epoch_time_s"] = sum(monitor.epoch_times) / len(monitor.epoch_times)
         summary["images_per_s"] = sum(monitor.images_per_s) / len(monitor.images_per_s)
-    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _run_dir.write_summary(args.out_dir, summary)
     notes = [f"devices: {trainer.world_size} x {summary['per_device_batch']} images per step "
              f"({summary['strategy']}, precision {summary['precision']})"]
     if monitor.shards is not None:

@@ -22,13 +22,13 @@ With no --data-dir the recipe falls back to scikit-learn's digits (train on 0-6,
 runs a short smoke configuration.
 
 The report puts the trained encoder next to the same encoder at random initialisation and to raw pixels. Outputs
-in --out-dir: metrics.csv, metrics.png, last.pt (every epoch), summary.json.
+in --out-dir: metrics.csv, metrics.png, last.pt (every epoch), summary.json; see simsiam_cifar.py for --resume,
+--overwrite, the folder's lock and non-finite losses.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -79,8 +79,9 @@ def check_args(args: argparse.Namespace, split: OpenSetSplit) -> None:
     if args.k < 2:
         raise ValueError(f"--k must be >= 2 (an anchor needs a positive), got {args.k}")
     _open_set.check_arguments(args, split, batch_items=args.p * args.k, batch_arguments="--p x --k")
-    if args.margin < 0 or (args.mining == "semi_hard" and args.margin == 0):
-        raise ValueError(f"--margin must be >= 0 (> 0 with --mining semi_hard), got {args.margin}")
+    _cli.check_number(args, "margin", 0)
+    if args.mining == "semi_hard" and args.margin == 0:
+        raise ValueError(f"--margin must be > 0 with --mining semi_hard, got {args.margin}")
     if len(split.test.labels) <= max(RECALL_AT):
         raise ValueError(f"Recall@{max(RECALL_AT)} needs more than {max(RECALL_AT)} held-out images, "
                          f"got {len(split.test.labels)}")
@@ -132,6 +133,7 @@ def train(args: argparse.Namespace, split: OpenSetSplit) -> None:
         generator = _common.epoch_generator(args.seed, epoch, device)
         sampler.set_epoch(epoch)
         loss_sum = torch.zeros((), device=device)
+        finite = _common.FiniteLossWatch(device)
         for batch in sampler.global_batches().to(device):
             x = augment(images[batch], generator)
             with autocast_context(device, amp_dtype):
@@ -141,11 +143,13 @@ def train(args: argparse.Namespace, split: OpenSetSplit) -> None:
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach()  # no host sync per step
+            finite.update(loss)
         scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         epoch_times.append(time.perf_counter() - started)
         images_per_s.append(len(sampler) * args.p * args.k / epoch_times[-1])
+        finite.check(epoch, float(loss_sum), model, checkpoint_path, "a lower --lr may help")  # before it is saved
 
         evaluate_now = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
         if evaluate_now:
@@ -170,7 +174,7 @@ def train(args: argparse.Namespace, split: OpenSetSplit) -> None:
         held_out = _open_set.evaluate(model, split, evaluate, device, args.input_size)
     summary = _open_set.summarise(args, split, held_out, evaluate, device, args.p * args.k, epoch_times,
                                   images_per_s)
-    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _run_dir.write_summary(args.out_dir, summary)
     notes = [f"({args.mining} mining, margin {args.margin}, {args.distance} distance, {args.p} x {args.k} batches; "
              "every held-out image a query against all the others)"]
     _open_set.report(TITLE, summary, args, format_metrics, notes)
@@ -179,8 +183,10 @@ def train(args: argparse.Namespace, split: OpenSetSplit) -> None:
 def run(args: argparse.Namespace) -> None:
     split = _open_set.load_split(args, FULL, SMOKE)
     check_args(args, split)
-    print(_open_set.describe(split), flush=True)
-    train(args, split)
+    with _run_dir.claim_run_dir(args.out_dir, args.resume, args.overwrite, _cli.checkpointable_args(args),
+                                _open_set.MAY_CHANGE):
+        print(_open_set.describe(split), flush=True)
+        train(args, split)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

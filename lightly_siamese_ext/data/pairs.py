@@ -60,7 +60,8 @@ class _EpochResampled(Dataset):
             image = self.transform(image)
         return image, name
 
-    def _check_index(self, index: int) -> int:
+    def _wrap_index(self, index: int) -> int:
+        """``index`` in [0, len) (negative ones count from the end), or the IndexError a sequence raises."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} is out of range for a dataset of {len(self)} items")
         return index % len(self)
@@ -138,7 +139,7 @@ class PairDataset(_EpochResampled):
         return partner, is_positive
 
     def __getitem__(self, index: int) -> Tuple[Tuple[Any, Any], int, Tuple[str, str]]:
-        index = self._check_index(index)
+        index = self._wrap_index(index)
         partner, is_positive = self._draws()
         x0, name0 = self._load(index)
         x1, name1 = self._load(int(partner[index]))
@@ -178,7 +179,7 @@ class TripletDataset(_EpochResampled):
         return positive, negative
 
     def __getitem__(self, index: int) -> Tuple[Tuple[Any, Any, Any], int, Tuple[str, str, str]]:
-        index = self._check_index(index)
+        index = self._wrap_index(index)
         positive, negative = self._draws()
         anchor, name_a = self._load(index)
         pos, name_p = self._load(int(positive[index]))

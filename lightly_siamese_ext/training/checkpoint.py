@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 from timm.utils import unwrap_model
 
+from lightly_siamese_ext.training.atomic import write_atomically
+
 __all__ = ["capture_rng_state", "load_checkpoint", "restore_checkpoint", "restore_rng_state", "save_checkpoint"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -62,14 +64,14 @@ def save_checkpoint(
     generators: Optional[Mapping[str, torch.Generator]] = None,
     extra: Optional[Mapping[str, Any]] = None,
 ) -> Path:
-    """Writes a checkpoint atomically (temporary file + rename: a killed run never leaves a torn file).
+    """Writes a checkpoint atomically (:func:`~lightly_siamese_ext.training.atomic.write_atomically`: a killed run
+    never leaves a torn file; a full disk is an ``OSError`` naming ``path``, with the previous checkpoint intact and
+    no temporary file left).
 
     ``epoch`` is the number of finished epochs; ``extra`` holds plain metadata (arguments, metrics).
     ``model`` may be wrapped in DDP, DataParallel or ``torch.compile`` (any nesting): the state of the module inside
     (timm's ``unwrap_model``) is saved.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "epoch": int(epoch),
         "model": unwrap_model(model).state_dict(),
@@ -78,10 +80,7 @@ def save_checkpoint(
         "rng": capture_rng_state(generators),
         "extra": dict(extra or {}),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(
@@ -110,11 +109,17 @@ def restore_checkpoint(
     generators: Optional[Mapping[str, torch.Generator]] = None,
     restore_rng: bool = True,
 ) -> None:
-    """:func:`load_checkpoint` for a payload already read with ``torch.load``."""
+    """:func:`load_checkpoint` for a payload already read with ``torch.load``. An ``optimizer`` or ``scheduler``
+    given here whose state the payload lacks is a ``ValueError``: restoring the weights alone would continue with
+    fresh momentum or a restarted schedule, a different run."""
+    for name, target in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if target is not None and not isinstance(payload.get(name), Mapping):
+            raise ValueError(f"the checkpoint holds no {name} state (got {type(payload.get(name)).__name__}), "
+                             f"and this run restores one")
     unwrap_model(model).load_state_dict(payload["model"])
-    if optimizer is not None and payload["optimizer"] is not None:
+    if optimizer is not None:
         optimizer.load_state_dict(payload["optimizer"])
-    if scheduler is not None and payload["scheduler"] is not None:
+    if scheduler is not None:
         scheduler.load_state_dict(payload["scheduler"])
     if restore_rng:
         restore_rng_state(payload["rng"], generators)

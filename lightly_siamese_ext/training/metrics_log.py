@@ -1,12 +1,15 @@
-"""Per-epoch metrics as a CSV file (resumable) and a PNG plot of selected columns."""
+"""Per-epoch metrics as a CSV file (resumable, written atomically) and a PNG plot of selected columns."""
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from lightly_siamese_ext.training.atomic import write_atomically, write_text_atomically
 
 __all__ = ["MetricsLog", "pyplot_or_none"]
 
@@ -32,15 +35,15 @@ class MetricsLog:
     """Appends one row per epoch to ``path`` (CSV). Columns are fixed by the first row written.
 
     On resume, :meth:`truncate` drops rows of epochs that a checkpoint does not cover, so a killed and resumed run
-    ends with the same file as an uninterrupted one.
+    ends with the same file as an uninterrupted one. Every write replaces the whole file atomically (a killed run
+    leaves the previous rows or the new ones), and an existing file is read strictly: one that is torn (no line end
+    after its last row), has a row with more or fewer fields than its header, or epochs that are not increasing
+    integers is a ``ValueError`` naming the file and the line, never rows read with wrong values.
     """
 
     def __init__(self, path: Union[str, Path]) -> None:
         self.path = Path(path)
-        self.rows: List[Dict[str, str]] = []
-        if self.path.exists():
-            with self.path.open(newline="") as handle:
-                self.rows = list(csv.DictReader(handle))
+        self.rows: List[Dict[str, str]] = read_metrics_rows(self.path) if self.path.exists() else []
 
     @property
     def columns(self) -> List[str]:
@@ -60,13 +63,7 @@ class MetricsLog:
         if self.rows and list(as_text) != self.columns:
             raise ValueError(f"row columns {list(as_text)} differ from the file's columns {self.columns}")
         self.rows.append(as_text)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new_file = not self.path.exists() or len(self.rows) == 1
-        with self.path.open("w" if new_file else "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(as_text))
-            if new_file:
-                writer.writeheader()
-            writer.writerow(as_text)
+        self._rewrite()
 
     def column(self, name: str) -> List[float]:
         return [float(row[name]) if row.get(name) not in (None, "") else math.nan for row in self.rows]
@@ -91,16 +88,50 @@ class MetricsLog:
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        try:
+            return write_atomically(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+        finally:
+            plt.close(fig)
 
     def _rewrite(self) -> None:
         if not self.rows:
             self.path.unlink(missing_ok=True)
             return
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=self.columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomically(self.path, text.getvalue())
+
+
+def read_metrics_rows(path: Union[str, Path]) -> List[Dict[str, str]]:
+    """The rows of a metrics CSV written by :class:`MetricsLog`; ``ValueError`` naming ``path`` and the line when it
+    is torn or corrupt (see :class:`MetricsLog`)."""
+    path = Path(path)
+
+    def corrupt(detail: str) -> ValueError:
+        return ValueError(f"{path} is torn or corrupt: {detail}")
+
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            text = handle.read()
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise corrupt(f"not a CSV file ({error})") from error
+    if "\0" in text:  # what a crash leaves in blocks that were allocated but never written
+        raise corrupt(f"line {text.count(chr(10), 0, text.index(chr(0))) + 1} holds NUL bytes")
+    if not text.endswith("\n"):
+        raise corrupt(f"its last line ({len(lines)}) ends without a line end: it was cut while being written"
+                      if text else "it is empty")
+    header, rows = lines[0], lines[1:]
+    if "epoch" not in header or len(set(header)) != len(header) or "" in header:
+        raise corrupt(f"line 1 is not a header with unique names and an 'epoch' column: {header}")
+    previous = -1
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise corrupt(f"line {number} has {len(row)} fields, the header {len(header)}")
+        epoch = row[header.index("epoch")]
+        if not epoch.isdigit() or int(epoch) <= previous:
+            raise corrupt(f"line {number} has epoch {epoch!r} after epoch {previous} (epochs are increasing integers)")
+        previous = int(epoch)
+    return [dict(zip(header, row)) for row in rows]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 import pytest
 
@@ -69,3 +73,43 @@ def one_line_error(result: "subprocess.CompletedProcess[str]") -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip() and "gpuGetDeviceCount" not in line]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     return lines[0]
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of ``size_bytes`` at ``where``: a disk that fills up. Needs root; the test is skipped where it cannot
+    be mounted."""
+    where.mkdir(parents=True, exist_ok=True)
+    _mount(["-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(where)])
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder`` read-only while the block runs: a read-only bind mount as root (chmod does not stop root), else
+    its write bits cleared."""
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(mode)
+        return
+    _mount(["--bind", str(folder), str(folder)])
+    try:
+        _mount(["-o", "remount,ro,bind", str(folder)])
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)
+
+
+def _mount(arguments: list) -> None:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a file system needs root and mount(8)")
+    result = subprocess.run(["mount", *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount here: {result.stderr.strip()}")

@@ -100,3 +100,64 @@ def test_backbone_kwargs_that_break_the_builder_are_named_and_other_value_errors
     with pytest.raises(ValueError, match="must be a positive int, got 0") as caught:  # the model's own error
         create_with_backbone_kwargs(lse.SimSiam, "resnet18_cifar", {"zero_init_last": False}, proj_dim=0)
     assert "--backbone-kwargs" not in str(caught.value)
+
+
+def test_errors_of_the_machine_and_of_ranks_are_one_line_too(tmp_path) -> None:
+    import errno
+    import os
+    import signal
+    import time
+
+    from lightly_siamese_ext.training.distributed import RankFailedError
+
+    def fail_with(error: BaseException):
+        def fail() -> None:
+            raise error
+
+        return fail
+
+    cases = [
+        (OSError(errno.ENOSPC, "could not write runs/x/last.pt: No space left on device"),
+         "error: could not write runs/x/last.pt: No space left on device\n"),
+        (PermissionError(errno.EACCES, "Permission denied", "/runs/x/metrics.png"),
+         "error: Permission denied: /runs/x/metrics.png\n"),
+        (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                      "you tried to allocate 4000 bytes."),
+         "error: out of memory: DefaultCPUAllocator: can't allocate memory: you tried to allocate 4000 bytes. (a "
+         "smaller --batch-size or --input-size needs less)\n"),
+        (RankFailedError("rank 1 (pid 7) failed: ...\n\nTraceback", 1, 7, ValueError("the loss became nan")),
+         "error: the loss became nan (rank 1; the other ranks were stopped)\n"),
+        (RankFailedError("rank 1 (pid 7) was killed by SIGKILL; the other ranks were stopped", 1, 7, None),
+         "error: rank 1 (pid 7) was killed by SIGKILL; the other ranks were stopped\n"),
+    ]
+    for error, expected in cases:
+        stderr = io.StringIO()
+        assert run_cli(fail_with(error), stderr=stderr) == 2
+        assert stderr.getvalue() == expected
+    bug = RankFailedError("rank 0 (pid 7) failed: KeyError: 'x'\n\nTraceback ...", 0, 7, KeyError("x"))
+    with pytest.raises(RankFailedError):  # a bug in a rank keeps its traceback
+        run_cli(fail_with(bug))
+    with pytest.raises(OSError):  # an OSError the machine did not cause is a bug
+        run_cli(fail_with(OSError(errno.EBADF, "Bad file descriptor")))
+
+    stderr = io.StringIO()
+    assert run_cli(lambda: os.kill(os.getpid(), signal.SIGTERM) or time.sleep(5), stderr=stderr) == 143
+    assert stderr.getvalue() == "error: stopped by SIGTERM\n"
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C shows where the run was
+        run_cli(fail_with(KeyboardInterrupt()))
+
+
+def test_a_model_that_cannot_be_built_on_the_meta_device_gets_no_estimate() -> None:
+    import torch
+
+    from _cli import check_memory
+
+    def reads_a_value():
+        torch.zeros(1).item()  # what some models do while they are built: not possible on the meta device
+        return torch.nn.Linear(2, 2)
+
+    assert check_memory(reads_a_value, torch.device("cpu"), 1, 10, 1, "--x") is False
+    assert check_memory(lambda: torch.nn.Linear(2, 2), torch.device("cpu"), 1, 10, 1, "--x") is True
+    with pytest.raises(ValueError, match="named by the model"):
+        check_memory(lambda: (_ for _ in ()).throw(ValueError("named by the model")), torch.device("cpu"), 1, 1, 1,
+                     "--x")

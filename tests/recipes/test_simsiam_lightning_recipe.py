@@ -76,7 +76,12 @@ def test_kill_and_resume_gives_the_same_weights_as_a_straight_run(lightning_reci
     assert lightning_recipe.main([*common, "--resume", "--out-dir", str(resumed)]) == 0
     assert len(_rows(resumed)) == 3
     assert lightning_recipe.main([*common, "--out-dir", str(resumed)]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "holds a run" in error and "--resume" in error and "--overwrite" in error
+    # --overwrite replaces it: Lightning's per-epoch checkpoints of the old run go too (no last-v1.ckpt beside).
+    assert lightning_recipe.main([*common, "--epochs", "1", "--overwrite", "--out-dir", str(resumed)]) == 0
+    assert sorted(p.name for p in resumed.glob("*.ckpt")) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+    assert len(_rows(resumed)) == 1
 
 
 def test_stream_pipeline_trains_on_the_batched_pipelines_batches(lightning_recipe, tmp_path) -> None:
@@ -106,7 +111,7 @@ def test_model_pt_is_read_by_linear_eval(lightning_recipe, linear_eval_recipe, t
         (["--strategy", "no_such_strategy", "--accelerator", "cpu"], "Lightning's Trainer refuses"),
         (["--num-nodes", "0", "--accelerator", "cpu"], "Lightning's Trainer refuses"),
         (["--strategy", "ddp_spawn", "--devices", "2", "--accelerator", "cpu"], "use --strategy ddp"),
-        (["--base-lr", "0", *ON_CPU], "--base-lr must be > 0"),
+        (["--base-lr", "0", *ON_CPU], "--base-lr must be a finite number > 0"),
         (["--stream-size", "8", *ON_CPU], "--stream-size is for --pipeline stream"),
         (["--pipeline", "stream", "--num-workers", "-1", *ON_CPU], "--num-workers must be >= 0, got -1"),
         (["--resume", *ON_CPU], "--resume: no checkpoint at"),
@@ -199,3 +204,25 @@ def test_shared_options_mean_what_they_mean_in_simsiam_cifar(lightning_recipe, s
     assert ours["precision"].choices == theirs["precision"].choices and ours["seed"].default == theirs["seed"].default
     missing = set(theirs) - set(ours) - {"device", "compile"}  # Lightning's --accelerator; not offered here
     assert not missing, missing
+
+
+def test_a_diverging_learning_rate_stops_the_run_before_anything_of_the_epoch_is_saved(lightning_recipe, tmp_path,
+                                                                                      capsys) -> None:
+    assert lightning_recipe.main([*TINY, *ON_CPU, "--epochs", "2", "--base-lr", "1e30",
+                                  "--out-dir", str(tmp_path)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: the loss became") and "at epoch 1" in line and "no checkpoint was written" in line
+    assert "a lower --base-lr may help" in line
+    assert not list(tmp_path.glob("*.ckpt")) and not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "run.lock").exists()  # released: a fixed run may start at once
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_a_folder_in_use_is_refused(lightning_recipe, tmp_path, capsys) -> None:
+    import json as json_module
+    import os
+    import socket
+
+    (tmp_path / "run.lock").write_text(json_module.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+    assert lightning_recipe.main([*TINY, *ON_CPU, "--epochs", "1", "--out-dir", str(tmp_path)]) == 2
+    assert f"is in use by pid {os.getpid()}" in capsys.readouterr().err

@@ -107,3 +107,15 @@ def test_nested_compile_and_parallel_wrappers_save_and_load_the_plain_state(tmp_
     assert set(torch.load(tmp_path / "c.pt", weights_only=True)["model"]) == {"weight", "bias"}
     load_checkpoint(tmp_path / "c.pt", model=wrap(target))
     torch.testing.assert_close(target.state_dict(), source.state_dict(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("missing", ["optimizer", "scheduler"])
+def test_a_checkpoint_without_the_state_a_run_restores_is_refused(tmp_path, missing: str) -> None:
+    # Restoring the weights alone would continue with fresh momentum or a restarted schedule: another run.
+    model, optimizer, scheduler, _ = _setup()
+    kept = {"optimizer": optimizer, "scheduler": scheduler}
+    kept[missing] = None
+    save_checkpoint(tmp_path / "c.pt", model=model, epoch=1, **kept)
+    with pytest.raises(ValueError, match=f"the checkpoint holds no {missing} state"):
+        load_checkpoint(tmp_path / "c.pt", model=model, optimizer=optimizer, scheduler=scheduler)
+    load_checkpoint(tmp_path / "c.pt", model=model, **{k: v for k, v in kept.items() if v is not None})
