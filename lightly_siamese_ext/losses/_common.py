@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Tuple, Union
+from typing import Iterator, Sequence, Tuple, Union
 
 import torch
 from lightly.utils import dist
 from torch import Tensor
 
+from lightly_siamese_ext._validation import (
+    check_embeddings,
+    check_indices_not_gathered,
+    check_indices_tuple,
+    check_labels,
+)
+
 REDUCTIONS = ("mean", "sum", "none")
+
+
+def indexed_call_inputs(loss: str, tensors: Tuple[Tensor, ...], indices_tuple: Sequence[Tensor],
+                        gather_distributed: bool) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+    """``(embeddings, indices)`` of a call ``loss(embeddings[, labels], indices_tuple=...)`` (a PML miner's output:
+    (a, p, n) triplets or (a1, p, a2, n) pairs), checked; the labels, when given, only for their shape."""
+    if len(tensors) not in (1, 2):
+        raise TypeError(f"{loss} with indices_tuple takes (embeddings) or (embeddings, labels), got {len(tensors)} "
+                        "tensor arguments")
+    embeddings = check_embeddings(tensors[0], "embeddings")
+    if len(tensors) == 2 and tensors[1] is not None:
+        check_labels(tensors[1], length=len(embeddings), device=embeddings.device)
+    check_indices_not_gathered(gather_distributed)
+    return embeddings, check_indices_tuple(indices_tuple, len(embeddings), embeddings.device)
 
 
 def gather_batch(tensors: Tuple[Tensor, ...], gather_distributed: bool) -> Tuple[Tensor, ...]:

@@ -12,14 +12,18 @@ from lightly_siamese_ext._validation import (
     check_choice,
     check_embeddings,
     check_float,
-    check_indices_not_gathered,
-    check_indices_tuple,
     check_labels,
     check_no_positional_indices_tuple,
     check_same_shape,
 )
 from lightly_siamese_ext.distances import DISTANCES, paired_distances, pairwise_distances
-from lightly_siamese_ext.losses._common import REDUCTIONS, full_precision, gather_batch, reduce_losses
+from lightly_siamese_ext.losses._common import (
+    REDUCTIONS,
+    indexed_call_inputs,
+    full_precision,
+    gather_batch,
+    reduce_losses,
+)
 from lightly_siamese_ext.losses.distance_matrix import (
     ORDERING_SCORE_BOUND,
     DistanceMatrix,
@@ -169,16 +173,7 @@ class TripletLoss(nn.Module):
 
     def _given(self, tensors: Tuple[Tensor, ...], indices_tuple: Sequence[Tensor]) -> Tensor:
         """The loss of the triplets (or pairs) ``indices_tuple`` index in the batch ``tensors[0]``."""
-        if len(tensors) not in (1, 2):
-            raise TypeError(
-                f"TripletLoss with indices_tuple takes (embeddings) or (embeddings, labels), got {len(tensors)} "
-                "tensor arguments"
-            )
-        embeddings = check_embeddings(tensors[0], "embeddings")
-        if len(tensors) == 2 and tensors[1] is not None:
-            check_labels(tensors[1], length=len(embeddings), device=embeddings.device)
-        check_indices_not_gathered(self.gather_distributed)
-        indices = check_indices_tuple(indices_tuple, len(embeddings), embeddings.device)
+        embeddings, indices = indexed_call_inputs("TripletLoss", tensors, indices_tuple, self.gather_distributed)
         anchor, positive, negative = indices if len(indices) == 3 else triplets_from_pairs(*indices)
         with full_precision(embeddings) as dtype:
             # One (B, B) matrix, as PML computes it: O(B^2 + T) memory for T triplets, not O(T D).
