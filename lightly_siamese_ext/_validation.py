@@ -99,8 +99,10 @@ def check_probability(value: object, name: str) -> float:
 
 def check_range(value: object, name: str, low: float = -math.inf, high: float = math.inf) -> Tuple[float, float]:
     """A finite ``(min, max)`` pair with ``low <= min <= max <= high``."""
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name} must be a (min, max) pair, got {value!r}")
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a (min, max) pair, got {type(value).__name__} {value!r}")
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a (min, max) pair, got {len(value)} values {value!r}")
     first, second = (check_float(v, f"{name}[{i}]", low, high) for i, v in enumerate(value))
     if first > second:
         raise ValueError(f"{name} must be a (min, max) pair with min <= max, got {value!r}")
@@ -112,9 +114,11 @@ def check_choice(
 ) -> str:
     """``value`` if it is one of ``choices``; another spelling in ``aliases`` (e.g. PML's ``"semihard"``) is
     returned as the choice it stands for."""
-    if isinstance(value, str) and aliases and value in aliases:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {tuple(choices)} (a str), got {type(value).__name__} {value!r}")
+    if aliases and value in aliases:
         value = aliases[value]
-    if not isinstance(value, str) or value not in choices:
+    if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
 
@@ -191,6 +195,17 @@ def check_labels(
     if device is not None and labels.device != device:
         raise ValueError(f"{name} must be on the device of what it labels ({device}), got {labels.device}")
     return labels.long()
+
+
+def check_positions(indices: object, name: str = "indices") -> Tensor:
+    """Integer positions (K,) as int64. A bool mask is refused: read as positions it would select items 0 and 1."""
+    indices = _check_tensor(indices, name, "(K,)")
+    if indices.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D tensor of shape (K,), got shape {tuple(indices.shape)}")
+    if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
+        raise TypeError(f"{name} must hold integer positions, got dtype {indices.dtype}"
+                        + (" (for a bool mask, pass mask.nonzero().squeeze(1))" if indices.dtype == torch.bool else ""))
+    return indices.long()
 
 
 def _check_length(x: Tensor, name: str, length: Optional[int], length_of: str) -> None:
@@ -375,17 +390,20 @@ def check_rgb_image(image: object, name: str = "image") -> Tensor:
 
 def check_per_sample(value: object, name: str, batch_size: int, trailing: Tuple[int, ...] = ()) -> Tensor:
     """A tensor of shape (B, *trailing): one parameter per sample of a batch."""
-    if not isinstance(value, Tensor) or tuple(value.shape) != (batch_size, *trailing):
-        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-        raise ValueError(f"{name} must be a tensor of shape {(batch_size, *trailing)} (one per sample), got {got}")
+    value = _check_tensor(value, name, str((batch_size, *trailing)))
+    if tuple(value.shape) != (batch_size, *trailing):
+        raise ValueError(f"{name} must be a tensor of shape {(batch_size, *trailing)} (one per sample), got "
+                         f"{tuple(value.shape)}")
     return value
 
 
 # --------------------------------------------------------------------------------------- everything else
 def check_ks(ks: object, name: str, upper: Optional[int] = None, upper_means: str = "") -> Tuple[int, ...]:
     """A non-empty sequence of ints in [1, upper]."""
-    if not isinstance(ks, Sequence) or isinstance(ks, str) or len(ks) == 0:
-        raise TypeError(f"{name} must be a non-empty sequence of positive ints, got {ks!r}")
+    if not isinstance(ks, Sequence) or isinstance(ks, str):
+        raise TypeError(f"{name} must be a non-empty sequence of positive ints, got {type(ks).__name__} {ks!r}")
+    if len(ks) == 0:
+        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got an empty {type(ks).__name__}")
     for k in ks:
         check_positive_int(k, f"every entry of {name}")
         if upper is not None and k > upper:
@@ -407,12 +425,16 @@ def check_normalize(normalize: object) -> Optional[Dict[str, List[float]]]:
     """None, or lightly's ``IMAGENET_NORMALIZE`` layout: {"mean": 3 finite values, "std": 3 positive values}."""
     if normalize is None:
         return None
-    if not isinstance(normalize, Mapping) or not {"mean", "std"} <= set(normalize):
-        raise ValueError(f"normalize must be None or a dict with 'mean' and 'std', got {normalize!r}")
+    if not isinstance(normalize, Mapping):
+        raise TypeError(f"normalize must be None or a dict with 'mean' and 'std', got {type(normalize).__name__}")
+    if not {"mean", "std"} <= set(normalize):
+        raise ValueError(f"normalize must be None or a dict with 'mean' and 'std', got keys {list(normalize)}")
     checked = {}
     for key, minimum in (("mean", None), ("std", 0.0)):
         values = normalize[key]
-        if not isinstance(values, Sequence) or len(values) != 3:
+        if not isinstance(values, Sequence) or isinstance(values, str):
+            raise TypeError(f"normalize['{key}'] must be a sequence of 3 values (RGB), got {type(values).__name__}")
+        if len(values) != 3:
             raise ValueError(f"normalize['{key}'] must have 3 values (RGB), got {values!r}")
         checked[key] = [check_float(v, f"normalize['{key}']", minimum, exclusive_minimum=True) for v in values]
     return checked
@@ -426,10 +448,14 @@ def check_folder_path(path: object, name: str) -> None:
 
 
 def check_headless(module: torch.nn.Module, argument: str = "name_or_module") -> torch.nn.Module:
-    """``module`` unless it is a timm model with its classifier on (``num_classes > 0``), which would hand its
-    class logits on as features: a ValueError naming the one-line fix instead."""
+    """``module`` unless it is a timm model with its classifier on (``num_classes > 0`` and a classifier that is
+    not ``nn.Identity``, the torchvision / Lightly idiom ``model.fc = nn.Identity()``), which would hand its class
+    logits on as features: a ValueError naming the one-line fix instead."""
     num_classes = getattr(module, "num_classes", 0)
-    if callable(getattr(module, "reset_classifier", None)) and isinstance(num_classes, int) and num_classes > 0:
+    get_classifier = getattr(module, "get_classifier", None)
+    headless = callable(get_classifier) and isinstance(get_classifier(), torch.nn.Identity)
+    if (callable(getattr(module, "reset_classifier", None)) and isinstance(num_classes, int) and num_classes > 0
+            and not headless):
         raise ValueError(
             f"{argument} is a timm model with its classifier on (num_classes={num_classes}): it would be trained "
             f"on its {num_classes} class logits, not on its features. Pass it headless: call "

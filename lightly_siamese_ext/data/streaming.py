@@ -24,13 +24,13 @@ from torchvision.datasets import DatasetFolder
 from torchvision.datasets.folder import default_loader
 from torchvision.transforms.v2 import functional as TF
 
-from lightly_siamese_ext._validation import check_int, check_positive_int
+from lightly_siamese_ext._validation import check_int, check_positions, check_positive_int
 from lightly_siamese_ext.data._decoding import as_rgb8, decode_listed, pillow_pixels
 from lightly_siamese_ext.data._files import ListedImage, list_image_folder
 from lightly_siamese_ext.data._sharding import LazyDistributedSampler
 from lightly_siamese_ext.data.arrays import ImageArrays
 from lightly_siamese_ext.data.sources import holdout_split, image_folder_layout, is_cifar10_folder, load_train_test
-from lightly_siamese_ext.data.targets import as_labels, read_targets
+from lightly_siamese_ext.data.targets import read_targets
 
 __all__ = ["StreamingImageDataset", "StreamingSplit", "stream_train_test", "streaming_loader"]
 
@@ -101,7 +101,7 @@ class StreamingImageDataset(Dataset):
             raise ValueError(f"ImageArrays images must be uint8 (N, C, H, W), got {arrays.images.dtype} "
                              f"{tuple(arrays.images.shape)}")
         total = len(source.labels if arrays is not None else source)
-        self.indices = torch.arange(total) if indices is None else as_labels(indices, "indices")
+        self.indices = torch.arange(total) if indices is None else check_positions(indices, "indices")
         if len(self.indices) == 0:
             raise ValueError("a StreamingImageDataset needs at least one image, got none")
         if int(self.indices.min()) < 0 or int(self.indices.max()) >= total:
@@ -136,7 +136,7 @@ class StreamingImageDataset(Dataset):
 
     def subset(self, indices: Tensor) -> "StreamingImageDataset":
         """The items ``indices`` (positions in this dataset) as a dataset of their own, over the same source."""
-        indices = as_labels(indices, "indices")
+        indices = check_positions(indices, "indices")
         if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= len(self)):
             raise ValueError(f"indices must be in [0, {len(self)})")
         return StreamingImageDataset(self.source, self.size, self.indices[indices])

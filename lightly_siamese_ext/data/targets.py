@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from lightly_siamese_ext._validation import check_labels
+
 __all__ = ["ClassIndex", "as_labels", "read_targets"]
 
 logger = logging.getLogger(__name__)
@@ -50,13 +52,18 @@ def _is_label_sequence(value: Any, length: int) -> bool:
 
 
 def as_labels(values: Any, name: str, length: Optional[int] = None) -> Tensor:
-    """``values`` (tensor, array or sequence of ints) as a 1-D long tensor, else a ValueError naming ``name``."""
-    labels = values if isinstance(values, Tensor) else torch.as_tensor(np.asarray(values))
-    if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"{name} must be 1-D integer class labels, got {labels.dtype} of shape {tuple(labels.shape)}")
-    if length is not None and len(labels) != length:
-        raise ValueError(f"{name} must have shape ({length},) (one label per image), got {tuple(labels.shape)}")
-    return labels.long()
+    """``values`` (tensor, array or sequence of ints) as (N,) int64 class labels, checked as the losses and the
+    evaluation check theirs (:func:`check_labels`): ``length`` of them (one per image) when given."""
+    return check_labels(_as_tensor(values, name), name, length, length_of="image")
+
+
+def _as_tensor(values: Any, name: str) -> Tensor:
+    if isinstance(values, Tensor):
+        return values
+    array = np.asarray(values)
+    if array.dtype.kind not in "biufc":  # strings, objects, dates: no class ids
+        raise TypeError(f"{name} must be numbers (integer class ids), got an array of dtype {array.dtype}")
+    return torch.as_tensor(array)
 
 
 class ClassIndex:

@@ -3,7 +3,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from lightly_siamese_ext import create_backbone
+from lightly_siamese_ext import SiameseNetwork, SimSiam, create_backbone
 
 
 @pytest.mark.parametrize(
@@ -90,5 +90,14 @@ def test_a_timm_model_with_its_classifier_is_refused_with_the_fix(build) -> None
         build(model)
     assert model.num_classes == 10  # the user's module is left as it was
     model.reset_classifier(0)  # the fix the message gives
+    build(model)
+    assert create_backbone(model)[1] == 512
+
+
+@pytest.mark.parametrize("build", [create_backbone, SimSiam, SiameseNetwork])
+def test_a_timm_model_made_headless_by_replacing_its_classifier_is_accepted(build) -> None:
+    # The torchvision / Lightly idiom: the classifier replaced by nn.Identity (timm's num_classes still says 10).
+    model = timm.create_model("resnet18_cifar")
+    model.fc = torch.nn.Identity()
     build(model)
     assert create_backbone(model)[1] == 512

@@ -108,7 +108,7 @@ def test_bad_inputs_are_clear_errors() -> None:
         GPUResidentLoader(tensor.float(), labels, 2)
     with pytest.raises(ValueError, match="images must be a non-empty 4-D"):
         GPUResidentLoader(tensor[0], labels, 2)
-    with pytest.raises(ValueError, match="labels must have shape \\(6,\\)"):
+    with pytest.raises(ValueError, match=r"labels must have one entry per image \(6\), got 5"):
         GPUResidentLoader(tensor, labels[:5], 2)
     with pytest.raises(ValueError, match="batch_size"):
         GPUResidentLoader(tensor, labels, 0)

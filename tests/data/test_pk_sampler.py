@@ -89,8 +89,10 @@ def test_bad_arguments_are_clear_errors() -> None:
         PKSampler(LABELS, p=2, k=0)
     with pytest.raises(ValueError, match="rank"):
         PKSampler(LABELS, p=2, k=2, num_replicas=2, rank=2)
-    with pytest.raises(ValueError, match="labels"):
-        PKSampler(torch.rand(48), p=2, k=2)
+    with pytest.raises(TypeError, match="labels must hold integer class ids, got dtype torch.float32"):
+        PKSampler(torch.rand(48), p=2, k=2)  # as the losses and the evaluation refuse float labels
+    with pytest.raises(TypeError, match="labels must be numbers"):
+        PKSampler(["cat", "dog"] * 24, p=2, k=2)
 
 
 def _fake_world(monkeypatch, world_size: int, rank: int) -> None:

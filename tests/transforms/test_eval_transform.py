@@ -31,13 +31,15 @@ def test_bad_arguments() -> None:
         BatchedEvalTransform(8)(torch.rand(3, 8, 8))
 
 
-@pytest.mark.parametrize("bad", [["mean", "std"], {"mean": [0.5] * 3, "sdt": [0.2] * 3},
-                                 {"mean": [0.5] * 3, "std": [0.2, 0.2]}, {"mean": [0.5] * 3, "std": [0.2, 0.0, 0.2]}])
-def test_every_batched_transform_checks_normalize_the_same_way(bad) -> None:
+@pytest.mark.parametrize("bad, error", [(["mean", "std"], TypeError), ({"mean": [0.5] * 3, "sdt": [0.2] * 3}, ValueError),
+                                        ({"mean": [0.5] * 3, "std": 0.2}, TypeError),
+                                        ({"mean": [0.5] * 3, "std": [0.2, 0.2]}, ValueError),
+                                        ({"mean": [0.5] * 3, "std": [0.2, 0.0, 0.2]}, ValueError)])
+def test_every_batched_transform_checks_normalize_the_same_way(bad, error) -> None:
     from lightly_siamese_ext.transforms import BatchedSimSiamTransform
     from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
 
     for make in (lambda: BatchedEvalTransform(normalize=bad), lambda: BatchedCropFlipTransform(8, normalize=bad),
                  lambda: BatchedSimSiamTransform(normalize=bad)):
-        with pytest.raises(ValueError, match=r"normalize"):
+        with pytest.raises(error, match=r"normalize"):
             make()
