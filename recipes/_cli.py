@@ -230,7 +230,8 @@ def check_number(args: argparse.Namespace, name: str, minimum: Optional[float] =
 # Values no run can use, refused before any work starts: memory, threads and processes are finite. Generous on
 # purpose (CIFAR trains at 32 px with 2048-wide heads); what fits in between is checked by check_memory.
 SIZE_LIMITS = {"input_size": 4096, "proj_dim": 65536, "pred_hidden_dim": 65536, "embedding_dim": 65536,
-               "hidden_dim": 65536, "proj_layers": 64, "trials": 10_000_000, "threads": 1024, "num_workers": 1024}
+               "hidden_dim": 65536, "proj_layers": 64, "trials": 10_000_000, "threads": 1024, "num_workers": 1024,
+               "stream_size": 4096}
 
 
 def check_sizes(args: argparse.Namespace) -> None:

@@ -51,8 +51,8 @@ from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import (ArrayImageDataset, ImageArrays, StreamingImageDataset, StreamingSplit,
                                       TrainTestSplit, random_subset, random_subset_indices, stream_train_test,
                                       streaming_loader)
-from lightly_siamese_ext.training import (MetricsLog, autocast_context, count_flops, launch, ranks_agree,
-                                          save_checkpoint)
+from lightly_siamese_ext.training import (MetricsLog, autocast_context, count_flops, default_backend, launch,
+                                          ranks_agree, save_checkpoint)
 
 # The paper's CIFAR-10 recipe (Appendix D) and the smoke configuration used on the embedded fallback.
 PAPER = dict(epochs=800, batch_size=512, input_size=32)
@@ -154,7 +154,10 @@ def resolve_defaults(args: argparse.Namespace, embedded: bool) -> None:
     _cli.fill_defaults(args, SMOKE if embedded else PAPER)
 
 
-def check_args(args: argparse.Namespace, n_train: int) -> None:
+def check_args(args: argparse.Namespace, n_train: int, local_processes: Optional[int] = None) -> None:
+    """ValueError naming the first bad argument. ``--devices`` processes share the global batch;
+    ``local_processes`` (default: all of them) run on this machine, as simsiam_lightning.py's multi-node runs
+    need: those must find a GPU each and fit in its memory."""
     check_model_name(args.backbone, "--backbone")
     if args.devices < 1:
         raise ValueError(f"--devices must be >= 1, got {args.devices}")
@@ -182,12 +185,13 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
     if args.stream_size is not None and args.pipeline != "stream":
         raise ValueError(f"--stream-size is for --pipeline stream, not --pipeline {args.pipeline}")
     _cli.check_run_arguments(args)
-    check_devices(args)
+    local_processes = args.devices if local_processes is None else local_processes
+    check_devices(args, local_processes)
     # Built on the meta device: bad --backbone-kwargs are a ValueError here, not a TypeError in the training
     # processes, and a model or batch that cannot fit is refused before anything is allocated.
     estimated = _cli.check_memory(lambda: build_model(args), _common.device_for(args), optimizer_states=1,
                                   input_floats_per_process=2 * 3 * args.input_size ** 2 * per_rank,
-                                  processes=args.devices,
+                                  processes=local_processes,
                                   what=f"--batch-size {args.batch_size} at --input-size {args.input_size} on "
                                        f"--devices {args.devices}, --backbone {args.backbone}, --proj-dim "
                                        f"{args.proj_dim}")
@@ -195,12 +199,13 @@ def check_args(args: argparse.Namespace, n_train: int) -> None:
         build_model(args)  # for real, then: still a ValueError here rather than in the training processes
 
 
-def check_devices(args: argparse.Namespace) -> None:
-    """ValueError for more CUDA processes than GPUs, or ``--sync-bn`` where torch's SyncBatchNorm cannot run."""
+def check_devices(args: argparse.Namespace, local_processes: int) -> None:
+    """ValueError for more CUDA processes on this machine than its GPUs, or ``--sync-bn`` where torch's
+    SyncBatchNorm cannot run."""
     device = _common.device_for(args)
-    if device.type == "cuda" and args.devices > torch.cuda.device_count():
-        raise ValueError(f"--devices {args.devices} asks for one GPU per process, but CUDA has "
-                         f"{torch.cuda.device_count()}")
+    if device.type == "cuda" and local_processes > torch.cuda.device_count():
+        raise ValueError(f"{local_processes} processes on this machine ask for one GPU each, but CUDA has "
+                         f"{torch.cuda.device_count()} (--devices)")
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync-bn synchronises batch norm across GPUs (torch's SyncBatchNorm needs CUDA); this run "
                          "is on the CPU: leave it out")
@@ -509,6 +514,7 @@ def load_splits(args: argparse.Namespace) -> Union[TrainTestSplit, StreamingSpli
     are read when a batch needs them (the same images, the same split and --subset)."""
     if args.pipeline == "stream":
         _cli.check_at_least(args, 1, "stream_size")
+        _cli.check_sizes(args)  # before the first image is resized to it
         splits: Any = stream_train_test(args.data_dir, size=args.stream_size, download=args.download,
                                         cache_dir=args.cache_dir, holdout_per_class=args.holdout_per_class,
                                         embedded_size=SMOKE["input_size"])
@@ -535,7 +541,8 @@ def run(args: argparse.Namespace) -> None:
                                 needs=(*_run_dir.TRAINING_STATE, "rng")):
         print(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
               "evaluation images", flush=True)
-        launch(train, args.devices, args=(args, splits))
+        # The backend follows --device, not CUDA's presence: a --device cpu run on a GPU machine needs gloo.
+        launch(train, args.devices, args=(args, splits), backend=default_backend(_common.device_for(args).type))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

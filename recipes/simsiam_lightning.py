@@ -158,7 +158,7 @@ class SimSiamModule(pl.LightningModule):
         x0, x1, ids = batch
         out = self.model(x0, x1)  # SimSiamOutput: projections z (detached) and predictions p
         loss = lse.simsiam_loss(out)  # 0.5 * (D(p0, z1) + D(p1, z0)), in float32
-        self.log("loss", loss, prog_bar=True)
+        self.log("loss", loss, prog_bar=True, on_step=False, on_epoch=True)  # a per-step value is a host sync
         return {"loss": loss, "z0": out.z0.detach(), "ids": ids}
 
     def configure_optimizers(self) -> Dict[str, Any]:
@@ -214,7 +214,7 @@ class EpochMonitor(pl.Callback):
 
     def __init__(self, splits: Splits, args: argparse.Namespace) -> None:
         self.splits, self.args = splits, args
-        self.metrics = MetricsLog(args.out_dir / "metrics.csv")
+        self.metrics: Optional[MetricsLog] = None  # rank 0's, opened once it holds the folder
         self.epochs_done = 0  # in the checkpoint: a resumed run keeps the rows it covers
         self.knn: Optional[Dict[str, float]] = None
         self.features: Optional[Tuple[Tensor, Tensor]] = None  # (bank, query) of the last evaluation
@@ -274,6 +274,7 @@ class EpochMonitor(pl.Callback):
                    "collapse_ratio": self.collapse.ratio, "knn_top1": knn_top1, "lr": self.lr,
                    "epoch_time_s": epoch_time, "images_per_s": images_per_s,
                    "shard_overlap": self.shards["overlap"]}
+            assert self.metrics is not None
             self.metrics.append(row)
             self.metrics.plot(self.args.out_dir / "metrics.png", ["loss", "knn_top1", "collapse_std"],
                               title=f"SimSiam {self.args.backbone} (Lightning)")
@@ -345,8 +346,10 @@ def build_trainer(args: argparse.Namespace, monitor: EpochMonitor) -> pl.Trainer
     return trainer
 
 
-def check_args(args: argparse.Namespace, world_size: int, device: torch.device, n_train: int) -> None:
-    """simsiam_cifar.py's checks, with the world size and the device the Trainer resolved."""
+def check_args(args: argparse.Namespace, world_size: int, local_processes: int, device: torch.device,
+               n_train: int) -> None:
+    """simsiam_cifar.py's checks, with the world size, the processes of this node and the device the Trainer
+    resolved."""
     per_device = args.batch_size // world_size
     if args.batch_size % world_size:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the world size {world_size} "
@@ -356,7 +359,7 @@ def check_args(args: argparse.Namespace, world_size: int, device: torch.device, 
                          f"({args.batch_size} over {world_size} devices)")
     _cli.check_at_least(args, 1, "num_nodes")
     plain = argparse.Namespace(**{**vars(args), "devices": world_size, "device": device.type})
-    simsiam_cifar.check_args(plain, n_train)
+    simsiam_cifar.check_args(plain, n_train, local_processes)
     args.knn_k = plain.knn_k  # at most the bank's size, as the report says
 
 
@@ -412,21 +415,22 @@ def run(args: argparse.Namespace) -> None:
         say(_cli.embedded_data_notice(f"a SMOKE RUN of the pipeline ({args.epochs} epochs, {args.input_size}px)"))
     monitor = EpochMonitor(splits, args)
     trainer = build_trainer(args, monitor)
-    check_args(args, trainer.world_size, trainer.strategy.root_device, len(splits.train.labels))
-    checkpoint: Optional[Path] = None
+    check_args(args, trainer.world_size, trainer.num_devices, trainer.strategy.root_device, len(splits.train.labels))
     # The Trainer knows this process's rank from the launcher's environment (Lightning's script launcher, torchrun,
     # SLURM); the other ranks start inside fit(), after rank 0 passed these checks and locked the folder.
     with contextlib.ExitStack() as held:
         if trainer.is_global_zero:
-            resumed: Dict[str, Any] = {"path": None, "epochs": 0}
+            resumed = {"epochs": 0}
 
             def check_resume(_: Path) -> None:
-                resumed["path"], resumed["epochs"] = checkpoint_to_resume(args)
+                resumed["epochs"] = checkpoint_to_resume(args)[1]
 
             held.enter_context(_run_dir.claim_run_dir(args.out_dir, args.resume, args.overwrite, run_files=RUN_FILES,
                                                       output_files=OUTPUT_FILES, check_resume=check_resume))
-            checkpoint = resumed["path"]
+            monitor.metrics = MetricsLog(args.out_dir / _run_dir.METRICS_NAME)
             monitor.metrics.truncate(resumed["epochs"])  # a resumed run drops the rows its checkpoint does not cover
+        # Every rank resumes from the checkpoint rank 0 has checked (Lightning does not pass ckpt_path on).
+        checkpoint = args.out_dir / CHECKPOINT_NAME if args.resume else None
         say(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "
             f"evaluation images; global batch {args.batch_size} = {trainer.world_size} device(s) x "
             f"{args.batch_size // trainer.world_size} images per step")

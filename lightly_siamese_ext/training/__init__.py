@@ -8,7 +8,7 @@ from lightly_siamese_ext.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from lightly_siamese_ext.training.distributed import launch, ranks_agree
+from lightly_siamese_ext.training.distributed import default_backend, launch, ranks_agree
 from lightly_siamese_ext.training.flops import count_flops, model_flops_utilization, peak_flops_per_second
 from lightly_siamese_ext.training.metrics_log import MetricsLog, pyplot_or_none
 from lightly_siamese_ext.training.step import autocast_context, simsiam_train_step
@@ -18,6 +18,7 @@ __all__ = [
     "autocast_context",
     "capture_rng_state",
     "count_flops",
+    "default_backend",
     "launch",
     "load_checkpoint",
     "model_flops_utilization",

@@ -48,6 +48,7 @@ def find_free_port() -> int:
 
 
 def default_backend(device_type: str) -> str:
+    """The process-group backend for ranks on ``device_type``: NCCL for ``"cuda"``, gloo otherwise."""
     return "nccl" if device_type == "cuda" else "gloo"
 
 
@@ -102,8 +103,7 @@ def launch(
     ``torch.set_num_threads`` to :func:`cpu_threads_per_rank` (``threads_per_rank`` if given, else
     ``max(1, cores // world_size)`` unless ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set).
     """
-    if world_size < 1:
-        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    check_positive_int(world_size, "world_size")
     backend = backend or default_backend("cuda" if torch.cuda.is_available() else "cpu")
     if launched_by_torchrun():
         env_world = int(os.environ["WORLD_SIZE"])

@@ -160,10 +160,14 @@ def _digest(ids: set) -> str:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_train_on_disjoint_shares(tmp_path) -> None:
+def test_two_gloo_processes_train_on_disjoint_shares_also_when_resumed(tmp_path) -> None:
     out = tmp_path / "ddp"
-    result = _script(*TINY, "--epochs", "2", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
-                     "--out-dir", str(out))
+    ddp = [*TINY, "--epochs", "2", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out-dir", str(out)]
+    stopped = _script(*ddp, "--stop-after-epoch", "1")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    # Every rank continues from the checkpoint (Lightning does not pass ckpt_path from rank 0 to the others: a
+    # rank 1 that started again at epoch 0 trained on rank 0's images and ran an epoch more).
+    result = _script(*ddp, "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "global batch 16 = 2 device(s) x 8 images per step" in result.stdout
     assert result.stdout.count("!! EMBEDDED scikit-learn digits") == 1  # said by rank 0 only
@@ -226,3 +230,29 @@ def test_a_folder_in_use_is_refused(lightning_recipe, tmp_path, capsys) -> None:
     (tmp_path / "run.lock").write_text(json_module.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
     assert lightning_recipe.main([*TINY, *ON_CPU, "--epochs", "1", "--out-dir", str(tmp_path)]) == 2
     assert f"is in use by pid {os.getpid()}" in capsys.readouterr().err
+
+
+def test_multi_node_runs_check_this_nodes_processes_against_its_gpus(lightning_recipe, simsiam_recipe,
+                                                                     monkeypatch) -> None:
+    # 2 nodes x 8 GPUs: 16 processes share the global batch, 8 of them on each machine.
+    seen = {}
+    monkeypatch.setattr(lightning_recipe.simsiam_cifar, "check_args",  # the module the Lightning recipe imports
+                        lambda plain, n_train, local_processes=None: seen.update(devices=plain.devices,
+                                                                                 local=local_processes))
+    args = lightning_recipe.parse_args([*TINY, "--epochs", "1", "--batch-size", "64", "--num-nodes", "2", "--devices", "8"])
+    lightning_recipe.check_args(args, 16, 8, torch.device("cpu"), 640)
+    assert seen == {"devices": 16, "local": 8}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    plain = simsiam_recipe.parse_args(["--device", "cuda", "--devices", "16"])
+    simsiam_recipe.check_devices(plain, 8)  # 8 processes on this machine: one GPU each
+    with pytest.raises(ValueError, match=r"9 processes on this machine ask for one GPU each, but CUDA has 8"):
+        simsiam_recipe.check_devices(plain, 9)
+
+
+def test_overwrite_replaces_a_run_whose_metrics_are_torn(lightning_recipe, tmp_path) -> None:
+    # The old run's metrics.csv is read by no one before rank 0 holds the folder: --overwrite removes it unread.
+    assert lightning_recipe.main([*TINY, *ON_CPU, "--epochs", "1", "--out-dir", str(tmp_path)]) == 0
+    (tmp_path / "metrics.csv").write_text((tmp_path / "metrics.csv").read_text() + "2,0.5")  # torn: no line end
+    assert lightning_recipe.main([*TINY, *ON_CPU, "--epochs", "1", "--overwrite", "--out-dir", str(tmp_path)]) == 0
+    assert [row["epoch"] for row in _rows(tmp_path)] == ["1"]

@@ -194,3 +194,12 @@ def test_knn_k_larger_than_the_bank_is_reported_as_the_k_used(simsiam_recipe, tm
     assert simsiam_recipe.main([*TINY, "--epochs", "1", "--linear-epochs", "0", "--knn-k", "500",
                                 "--out-dir", str(tmp_path)]) == 0
     assert "kNN (k=128, t=0.1)" in capsys.readouterr().out  # the bank is the 128 training images
+
+
+def test_a_cpu_run_on_a_gpu_machine_launches_gloo_ranks(simsiam_recipe, tmp_path, monkeypatch) -> None:
+    # launch() alone would pick NCCL whenever CUDA is present; --device cpu ranks cannot use it.
+    seen = {}
+    monkeypatch.setattr(simsiam_recipe, "launch", lambda fn, world_size, args, backend: seen.update(backend=backend))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert simsiam_recipe.main([*TINY, "--epochs", "1", "--device", "cpu", "--out-dir", str(tmp_path)]) == 0
+    assert seen == {"backend": "gloo"}

@@ -60,3 +60,9 @@ def test_single_process_runs_inline_without_a_group(tmp_path) -> None:
     seen = []
     launch(lambda rank, world, tag: seen.append((rank, world, tag, dist.is_initialized())), 1, args=("x",))
     assert seen == [(0, 1, "x", False)]
+
+
+@pytest.mark.parametrize("world_size, error", [(0, ValueError), (-2, ValueError), (True, TypeError), (1.5, TypeError)])
+def test_a_bad_world_size_is_refused_by_name(world_size, error) -> None:
+    with pytest.raises(error, match="world_size"):
+        launch(_all_reduce_rank, world_size=world_size)
