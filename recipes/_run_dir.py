@@ -15,7 +15,7 @@ import torch
 
 from _run_lock import LOCK_NAME, locked_run_dir
 from lightly_siamese_ext.training import restore_checkpoint
-from lightly_siamese_ext.training.atomic import TEMPORARY_SUFFIX, write_text_atomically
+from lightly_siamese_ext._atomic import TEMPORARY_SUFFIX, write_text_atomically
 from lightly_siamese_ext.training.metrics_log import read_metrics_rows
 
 CHECKPOINT_NAME = "last.pt"

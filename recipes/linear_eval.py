@@ -49,7 +49,7 @@ import lightly_siamese_ext as lse
 from lightly_siamese_ext.backbones import check_model_name
 from lightly_siamese_ext.data import TrainTestSplit, random_subset
 from lightly_siamese_ext.training import MetricsLog, load_checkpoint, pyplot_or_none, save_checkpoint
-from lightly_siamese_ext.training.atomic import write_atomically
+from lightly_siamese_ext._atomic import write_atomically
 
 # simsiam_cifar.py's defaults for what a checkpoint may not say: the digits are loaded at its smoke input size (16),
 # and a run without a checkpoint uses its input sizes and held-out split.

@@ -3,19 +3,18 @@ load, rebuilt when damaged, and skipped (with a warning) where it cannot be writ
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from lightly_siamese_ext._atomic import write_atomically
 from lightly_siamese_ext.data._files import ListedImage, lstat_or_error, path_prefix, read_regular_file
 
 logger = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def _forget_settled_files(cache: CacheEntry, manifest: Dict[str, Any], root: Pat
         return
     try:
         text = json.dumps({**manifest, "verify": still_racy}).encode("utf-8")
-        _write_atomically(cache.manifest, lambda handle: handle.write(text))
+        write_atomically(cache.manifest, lambda handle: handle.write(text))
     except OSError as error:
         logger.debug("cannot update the decode cache manifest %s: %s", cache.manifest, error)
 
@@ -146,23 +145,9 @@ def write_cache(
                 "shape": list(pixels.shape), "sha256": hashlib.sha256(pixels.data).hexdigest(), "verify": verify}
     try:
         cache.images.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(cache.images, lambda handle: np.save(handle, pixels))
-        _write_atomically(cache.labels, lambda handle: np.save(handle, labels.numpy()))
-        _write_atomically(cache.manifest, lambda handle: handle.write(json.dumps(manifest).encode("utf-8")))
+        write_atomically(cache.images, lambda handle: np.save(handle, pixels))
+        write_atomically(cache.labels, lambda handle: np.save(handle, labels.numpy()))
+        write_atomically(cache.manifest, lambda handle: handle.write(json.dumps(manifest).encode("utf-8")))
     except OSError as error:
         logger.warning("cannot write the decode cache in %s (%s: %s): the images are loaded without it",
                        cache.images.parent, type(error).__name__, error.strerror or error)
-
-
-def _write_atomically(path: Path, write: Callable[[Any], Any]) -> None:
-    """Writes ``path`` through a uniquely named ``.partial`` file renamed over it: an interrupted or concurrent
-    write never leaves a file that looks complete, and a failed one leaves nothing."""
-    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-        os.replace(partial, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from timm.utils import unwrap_model
 
-from lightly_siamese_ext.training.atomic import write_atomically
+from lightly_siamese_ext._atomic import write_atomically
 
 __all__ = ["capture_rng_state", "load_checkpoint", "restore_checkpoint", "restore_rng_state", "save_checkpoint"]
 
@@ -64,7 +64,7 @@ def save_checkpoint(
     generators: Optional[Mapping[str, torch.Generator]] = None,
     extra: Optional[Mapping[str, Any]] = None,
 ) -> Path:
-    """Writes a checkpoint atomically (:func:`~lightly_siamese_ext.training.atomic.write_atomically`: a killed run
+    """Writes a checkpoint atomically (:func:`~lightly_siamese_ext._atomic.write_atomically`: a killed run
     never leaves a torn file; a full disk is an ``OSError`` naming ``path``, with the previous checkpoint intact and
     no temporary file left).
 

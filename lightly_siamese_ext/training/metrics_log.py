@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from lightly_siamese_ext.training.atomic import write_atomically, write_text_atomically
+from lightly_siamese_ext._atomic import write_atomically, write_text_atomically
 
 __all__ = ["MetricsLog", "pyplot_or_none"]
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 import lightly_siamese_ext.data._decoding as decoding_module
 import lightly_siamese_ext.data.decode_cache as decode_cache_module
+from lightly_siamese_ext._atomic import TEMPORARY_SUFFIX
 from lightly_siamese_ext.data import load_image_folder
 
 not_as_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
@@ -137,7 +138,7 @@ def assert_loaded_uncached_with_a_warning(root: Path, cache: Path, caplog: pytes
         arrays = load_image_folder(root, cache_dir=cache)
     assert first_pixels(arrays.images) == [10, 11, 12, 13, 14, 15]
     assert any("cannot write the decode cache" in r.getMessage() for r in caplog.records)
-    assert not [path for path in root.parent.rglob("*") if ".partial" in path.name]
+    assert not [path for path in root.parent.rglob("*") if path.name.endswith(TEMPORARY_SUFFIX)]  # no temporary left
 
 
 @not_as_root

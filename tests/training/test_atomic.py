@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from lightly_siamese_ext.training import save_checkpoint
-from lightly_siamese_ext.training.atomic import write_atomically, write_text_atomically
+from lightly_siamese_ext._atomic import write_atomically, write_text_atomically
 
 
 def _leftovers(folder) -> list:
