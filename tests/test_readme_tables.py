@@ -133,3 +133,30 @@ def test_lightly_simsiam_example_table_runs_line_by_line_on_both_sides(tmp_path:
     lightly_loss = 0.5 * (criterion(ours["z0"], ours["p1"]) + criterion(ours["z1"], ours["p0"]))
     torch.testing.assert_close(ours["loss"], lightly_loss)  # "the same value"
     assert ours["trainer"].world_size == 2
+
+
+def test_the_architecture_table_names_every_module_and_only_modules_that_exist() -> None:
+    # Its first column: a path, then file names in the same folder (`a/b.py`, `c.py`), or a folder (`a/`).
+    root = README.parent
+    text = README.read_text()
+    start = text.index("## Architecture")
+    table = text[start:text.find("\n## ", start + 1) if text.find("\n## ", start + 1) != -1 else len(text)]
+    named, folders = set(), set()
+    for row in _rows(table):
+        paths = _code(row[0])
+        folder = Path(paths[0]).parent if paths and not paths[0].endswith("/") else None
+        for path in paths:
+            if path.endswith("/"):
+                folders.add(path.rstrip("/"))
+                continue
+            full = Path(path) if "/" in path else folder / path
+            if "*" in path:
+                continue  # recipes/*.py: every script
+            assert (root / full).is_file(), f"the Architecture table names {full}, which does not exist"
+            named.add(full.as_posix())
+    modules = [p.relative_to(root).as_posix() for base in ("lightly_siamese_ext", "recipes")
+               for p in sorted((root / base).rglob("*.py"))]
+    unnamed = [m for m in modules if m not in named and not m.endswith("__init__.py")
+               and not (m.startswith("recipes/") and not Path(m).name.startswith("_"))  # the scripts: recipes/*.py
+               and not any(m.startswith(f + "/") for f in folders)]
+    assert unnamed == [], f"modules missing from the README's Architecture table: {unnamed}"

@@ -120,7 +120,7 @@ class SimSiam(nn.Module):
 
         With ``fix_predictor_lr=True`` the predictor group carries ``fix_lr=True``: the paper keeps the predictor's
         learning rate constant while the encoder's follows the cosine schedule (Sec. 4.4), which
-        :class:`lightly_siamese_ext.CosineWarmupScheduler` honours. Every parameter is in exactly one group.
+        :func:`lightly_siamese_ext.epoch_cosine_scheduler` honours. Every parameter is in exactly one group.
         """
         encoder = [*self.backbone.parameters(), *self.projection_head.parameters()]
         return [

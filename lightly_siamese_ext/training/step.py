@@ -1,4 +1,5 @@
-"""One SimSiam optimisation step, shared by the recipes and the benchmarks."""
+"""One SimSiam optimisation step (forward, loss in float32, backward, optimizer step), for a user's own loop, the
+recipes and the benchmarks."""
 
 from __future__ import annotations
 
