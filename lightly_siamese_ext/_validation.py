@@ -41,6 +41,7 @@ __all__ = [
     "check_normalize",
     "check_no_positional_indices_tuple",
     "check_per_sample",
+    "check_positions",
     "check_positive_int",
     "check_probability",
     "check_range",
@@ -198,8 +199,16 @@ def check_labels(
 
 
 def check_positions(indices: object, name: str = "indices") -> Tensor:
-    """Integer positions (K,) as int64. A bool mask is refused: read as positions it would select items 0 and 1."""
-    indices = _check_tensor(indices, name, "(K,)")
+    """Integer positions (K,) (a tensor, array or sequence) as an int64 tensor. A bool mask is refused: read as
+    positions it would select items 0 and 1."""
+    if not isinstance(indices, Tensor):
+        if not isinstance(indices, (Sequence, np.ndarray)) or isinstance(indices, (str, bytes)):
+            raise TypeError(f"{name} must be integer positions (K,) (a tensor, array or sequence), got "
+                            f"{type(indices).__name__}")
+        array = np.asarray(indices)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold integer positions, got an array of dtype {array.dtype}")
+        indices = torch.as_tensor(array)
     if indices.ndim != 1:
         raise ValueError(f"{name} must be a 1-D tensor of shape (K,), got shape {tuple(indices.shape)}")
     if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
@@ -452,8 +461,7 @@ def check_headless(module: torch.nn.Module, argument: str = "name_or_module") ->
     not ``nn.Identity``, the torchvision / Lightly idiom ``model.fc = nn.Identity()``), which would hand its class
     logits on as features: a ValueError naming the one-line fix instead."""
     num_classes = getattr(module, "num_classes", 0)
-    get_classifier = getattr(module, "get_classifier", None)
-    headless = callable(get_classifier) and isinstance(get_classifier(), torch.nn.Identity)
+    headless = isinstance(_classifier_or_none(module), torch.nn.Identity)
     if (callable(getattr(module, "reset_classifier", None)) and isinstance(num_classes, int) and num_classes > 0
             and not headless):
         raise ValueError(
@@ -462,6 +470,16 @@ def check_headless(module: torch.nn.Module, argument: str = "name_or_module") ->
             "model.reset_classifier(0) first (keeps every other weight), or timm.create_model(name, num_classes=0)"
         )
     return module
+
+
+def _classifier_or_none(module: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """timm's ``get_classifier()``, or None where it fails (``model.head = nn.Identity()`` on a model whose
+    ``get_classifier`` returns ``self.head.fc``: the classifier cannot be told, the model counts as not headless)."""
+    get_classifier = getattr(module, "get_classifier", None)
+    try:
+        return get_classifier() if callable(get_classifier) else None
+    except (AttributeError, TypeError):
+        return None
 
 
 def check_model_name(name: object, argument: str = "name_or_module") -> str:

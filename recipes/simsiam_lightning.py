@@ -158,7 +158,8 @@ class SimSiamModule(pl.LightningModule):
         x0, x1, ids = batch
         out = self.model(x0, x1)  # SimSiamOutput: projections z (detached) and predictions p
         loss = lse.simsiam_loss(out)  # 0.5 * (D(p0, z1) + D(p1, z0)), in float32
-        self.log("loss", loss, prog_bar=True, on_step=False, on_epoch=True)  # a per-step value is a host sync
+        # The epoch mean over every rank's batches: one reduce per epoch (a per-step value is a host sync per step).
+        self.log("loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return {"loss": loss, "z0": out.z0.detach(), "ids": ids}
 
     def configure_optimizers(self) -> Dict[str, Any]:

@@ -30,6 +30,9 @@ CASES = [
     (lambda: check_positions(torch.tensor([True, False]), "indices"), TypeError, "mask.nonzero"),
     (lambda: check_positions(torch.tensor([0.0, 1.0]), "indices"), TypeError, "indices must hold integer positions"),
     (lambda: check_positions(torch.zeros(2, 2, dtype=torch.long)), ValueError, "indices must be a 1-D tensor"),
+    (lambda: check_positions([True, False]), TypeError, "mask.nonzero"),
+    (lambda: check_positions(["a"]), TypeError, "indices must hold integer positions, got an array of dtype <U1"),
+    (lambda: check_positions(3), TypeError, "indices must be integer positions \\(K,\\)"),
 ]
 
 
@@ -45,6 +48,8 @@ def test_the_accepted_values_come_back_normalised() -> None:
     assert check_ks([5, 1], "topk") == (5, 1)
     assert check_normalize({"mean": (0, 0, 0), "std": [1, 1, 1]}) == {"mean": [0.0] * 3, "std": [1.0] * 3}
     assert check_positions(torch.tensor([3, 1], dtype=torch.int32)).dtype == torch.long
+    for positions in ([3, 1], (3, 1), np.array([3, 1], dtype=np.int16)):
+        assert torch.equal(check_positions(positions), torch.tensor([3, 1]))
 
 
 @pytest.mark.parametrize("values", [[0, 2, 1], np.array([0, 2, 1], dtype=np.int16), torch.tensor([0, 2, 1]),

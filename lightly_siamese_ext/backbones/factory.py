@@ -36,7 +36,8 @@ def create_backbone(
             registers) or an ``nn.Module`` that already maps (B, C, H, W) images to (B, D) features. A timm model
             with its classifier on (``timm.create_model(name)``, ``num_classes > 0``) is refused with a
             ``ValueError`` rather than trained on its logits or changed in place: call its
-            ``reset_classifier(0)`` first, or create it with ``num_classes=0``.
+            ``reset_classifier(0)`` first, or create it with ``num_classes=0``. One whose classifier was replaced
+            by ``nn.Identity`` (``model.fc = nn.Identity()``) is headless.
         pretrained: Load timm's pretrained weights. Weights are never downloaded unless this is True.
         **timm_kwargs: Passed to ``timm.create_model`` (``in_chans``, ``global_pool``, ``drop_path_rate``, ``img_size``
             ...). ``num_classes`` is forced to 0 (headless); any other value is an error.

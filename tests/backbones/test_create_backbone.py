@@ -94,6 +94,14 @@ def test_a_timm_model_with_its_classifier_is_refused_with_the_fix(build) -> None
     assert create_backbone(model)[1] == 512
 
 
+def test_a_timm_model_whose_classifier_cannot_be_told_is_refused_with_the_fix() -> None:
+    # convnext's get_classifier() returns self.head.fc: with model.head replaced it raises AttributeError itself.
+    model = timm.create_model("convnext_atto", pretrained=False)
+    model.head = torch.nn.Identity()
+    with pytest.raises(ValueError, match=r"classifier on \(num_classes=1000\).*reset_classifier\(0\)"):
+        create_backbone(model)
+
+
 @pytest.mark.parametrize("build", [create_backbone, SimSiam, SiameseNetwork])
 def test_a_timm_model_made_headless_by_replacing_its_classifier_is_accepted(build) -> None:
     # The torchvision / Lightly idiom: the classifier replaced by nn.Identity (timm's num_classes still says 10).

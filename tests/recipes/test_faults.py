@@ -21,6 +21,7 @@ import torch
 import lightly_siamese_ext as lse
 from _run_dir import claim_run_dir
 from _run_lock import LOCK_NAME
+from lightly_siamese_ext._atomic import TEMPORARY_SUFFIX
 from conftest import RECIPES, SIMSIAM_TINY, read_only, small_disk
 
 # 128 training images in 8 batches of 16 pairs, no baselines: about a second an epoch.
@@ -64,8 +65,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
 
 
 def _leftovers(folder: Path) -> list:
-    return sorted(name for name in os.listdir(folder) if name.endswith(".tmp") or name.endswith(".partial")
-                  or name == LOCK_NAME)
+    return sorted(name for name in os.listdir(folder) if name.endswith(TEMPORARY_SUFFIX) or name == LOCK_NAME)
 
 
 @pytest.fixture(scope="module")
