@@ -46,6 +46,7 @@ _LUMA = (0.2989, 0.587, 0.114)
 _HUE_OFFSETS = (3.0, 1.0, -1.0)
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
 
+
 def _per_sample(value: Tensor, images: Tensor) -> Tensor:
     """(B,) -> (B, 1, 1, 1) in the images' dtype, for broadcasting."""
     return value.to(images.dtype).view(-1, 1, 1, 1)
