@@ -52,13 +52,15 @@ def test_the_accepted_values_come_back_normalised() -> None:
         assert torch.equal(check_positions(positions), torch.tensor([3, 1]))
 
 
-@pytest.mark.parametrize("values", [[0, 2, 1], np.array([0, 2, 1], dtype=np.int16), torch.tensor([0, 2, 1]),
-                                    torch.tensor([False, True])])
-def test_dataset_labels_are_the_labels_the_losses_and_the_evaluation_accept(values) -> None:
-    # as_labels (dataset targets) converts, then checks as check_labels does: the same values pass both.
-    tensor = torch.as_tensor(np.asarray(values))
-    assert torch.equal(as_labels(values, "targets"), check_labels(tensor, "targets"))
-    assert as_labels(values, "targets").dtype == torch.long
+@pytest.mark.parametrize("values, expected", [
+    ([0, 2, 1], [0, 2, 1]), (np.array([0, 2, 1], dtype=np.int16), [0, 2, 1]), (torch.tensor([0, 2, 1]), [0, 2, 1]),
+    (torch.tensor([False, True]), [0, 1]), ([False, True], [0, 1]),
+])
+def test_dataset_labels_are_the_labels_the_losses_and_the_evaluation_accept(values, expected) -> None:
+    # as_labels (dataset targets) converts, then checks as check_labels does: what one accepts, the other does.
+    labels = as_labels(values, "targets")
+    assert labels.dtype == torch.long and labels.tolist() == expected
+    assert check_labels(torch.as_tensor(np.asarray(values)), "targets").tolist() == expected
 
 
 @pytest.mark.parametrize("values, error, message", [

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightly.utils import dist as lightly_dist
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
+from fake_distributed import fake_world
 import lightly_siamese_ext.data._decoding as decoding_module
 from lightly_siamese_ext.data import GPUResidentLoader, load_cifar10_folder, load_image_folder
 
@@ -68,19 +68,13 @@ def test_ranks_share_one_permutation_disjointly(world_size: int) -> None:
     assert sorted(seen) == list(range(12))  # 12 splits evenly: every sample once, on one rank
 
 
-def _fake_world(monkeypatch, world_size: int, rank: int) -> None:
-    """What lightly.utils.dist reports once init_process_group has run (no processes needed)."""
-    monkeypatch.setattr(lightly_dist, "world_size", lambda: world_size)
-    monkeypatch.setattr(lightly_dist, "rank", lambda: rank)
-
-
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_rank_and_world_size_are_read_when_an_epoch_starts_not_when_built(monkeypatch, drop_last: bool) -> None:
     images, labels = encoded_images(11)
     loader = GPUResidentLoader.from_numpy(images, labels, 2, drop_last=drop_last, seed=4)  # no process group yet
     assert len(loader) == (5 if drop_last else 6)
     for rank in range(3):
-        _fake_world(monkeypatch, 3, rank)
+        fake_world(monkeypatch, 3, rank)
         loader.set_epoch(2)
         # torch's own DistributedSampler, built once the world is known, is the reference (padding, drop_last).
         reference = DistributedSampler(range(11), num_replicas=3, rank=rank, shuffle=True, seed=4, drop_last=drop_last)

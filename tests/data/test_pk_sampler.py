@@ -4,9 +4,9 @@ from collections import Counter
 
 import pytest
 import torch
-from lightly.utils import dist as lightly_dist
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, TensorDataset
 
+from fake_distributed import fake_world
 from lightly_siamese_ext.data import PKSampler
 
 # 6 classes x 8 samples, shuffled so that class blocks are not contiguous in the index space.
@@ -95,17 +95,11 @@ def test_bad_arguments_are_clear_errors() -> None:
         PKSampler(["cat", "dog"] * 24, p=2, k=2)
 
 
-def _fake_world(monkeypatch, world_size: int, rank: int) -> None:
-    """What lightly.utils.dist reports once init_process_group has run (no processes needed)."""
-    monkeypatch.setattr(lightly_dist, "world_size", lambda: world_size)
-    monkeypatch.setattr(lightly_dist, "rank", lambda: rank)
-
-
 def test_rank_and_world_size_are_read_when_an_epoch_starts_not_when_built(monkeypatch) -> None:
     sampler = PKSampler(LABELS, p=3, k=4, seed=5)  # built before the process group exists: a world of one
     assert len(sampler) == 4
     for rank in range(2):
-        _fake_world(monkeypatch, 2, rank)
+        fake_world(monkeypatch, 2, rank)
         explicit = PKSampler(LABELS, p=3, k=4, seed=5, num_replicas=2, rank=rank)
         assert len(sampler) == len(explicit) == 2 and sampler.rank == rank
         assert list(sampler) == list(explicit)

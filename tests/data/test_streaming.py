@@ -15,6 +15,7 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from fake_distributed import fake_world
 from lightly_siamese_ext import CIFAR10_NORMALIZE, BatchedSimSiamTransform, GPUResidentLoader
 from lightly_siamese_ext.data import (
     ImageArrays,
@@ -278,7 +279,6 @@ def test_a_streamed_folder_follows_the_resident_loaders_rules(tmp_path: Path) ->
 
 def test_a_loader_built_before_the_process_group_shards_by_the_world_it_runs_in(monkeypatch) -> None:
     # Built at module level, before init_process_group: the ranks must still get disjoint shares when they iterate.
-    from lightly.utils import dist as lightly_dist
     from torch.utils.data import DistributedSampler
 
     from lightly_siamese_ext.data import ImageArrays
@@ -287,8 +287,7 @@ def test_a_loader_built_before_the_process_group_shards_by_the_world_it_runs_in(
     loader = streaming_loader(StreamingImageDataset(arrays), batch_size=2, seed=3)
     seen = []
     for rank in range(2):
-        monkeypatch.setattr(lightly_dist, "world_size", lambda: 2)
-        monkeypatch.setattr(lightly_dist, "rank", lambda rank=rank: rank)
+        fake_world(monkeypatch, 2, rank)
         loader.sampler.set_epoch(1)
         reference = DistributedSampler(range(10), num_replicas=2, rank=rank, shuffle=True, seed=3)
         reference.set_epoch(1)

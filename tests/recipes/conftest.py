@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 import pytest
+from fault_injection import read_only, small_disk  # noqa: F401  (the recipe tests import them from here)
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 # What `python recipes/<name>.py` puts first on sys.path: the recipes import their shared modules (_cli, ...) from there.
@@ -57,6 +54,11 @@ def triplet_recipe() -> ModuleType:
 SIMSIAM_TINY = ["--subset", "128", "--batch-size", "32", "--input-size", "8", "--proj-dim", "32",
                 "--pred-hidden-dim", "8", "--linear-epochs", "3", "--eval-every", "1", "--knn-k", "20", "--no-progress",
                 "--no-baselines", "--threads", "1", "--epochs", "1"]
+# Narrower still, for the multi-run tests of both SimSiam recipes: a narrow backbone, tiny heads, 64 images in 4
+# batches (no epochs: each test sets them).
+NARROW_TINY = ["--subset", "64", "--batch-size", "16", "--input-size", "8", "--proj-dim", "16", "--pred-hidden-dim",
+               "8", "--linear-epochs", "0", "--eval-every", "1", "--knn-k", "10", "--no-progress", "--no-baselines",
+               "--threads", "1", "--backbone-kwargs", "channels=(8,16,32,64)"]
 
 
 @pytest.fixture(scope="session")
@@ -73,43 +75,3 @@ def one_line_error(result: "subprocess.CompletedProcess[str]") -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip() and "gpuGetDeviceCount" not in line]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     return lines[0]
-
-
-@contextlib.contextmanager
-def small_disk(where: Path, size_bytes: int) -> Iterator[Path]:
-    """A tmpfs of ``size_bytes`` at ``where``: a disk that fills up. Needs root; the test is skipped where it cannot
-    be mounted."""
-    where.mkdir(parents=True, exist_ok=True)
-    _mount(["-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(where)])
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
-
-
-@contextlib.contextmanager
-def read_only(folder: Path) -> Iterator[Path]:
-    """``folder`` read-only while the block runs: a read-only bind mount as root (chmod does not stop root), else
-    its write bits cleared."""
-    if os.geteuid() != 0:
-        mode = folder.stat().st_mode
-        folder.chmod(0o555)
-        try:
-            yield folder
-        finally:
-            folder.chmod(mode)
-        return
-    _mount(["--bind", str(folder), str(folder)])
-    try:
-        _mount(["-o", "remount,ro,bind", str(folder)])
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)
-
-
-def _mount(arguments: list) -> None:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a file system needs root and mount(8)")
-    result = subprocess.run(["mount", *arguments], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount here: {result.stderr.strip()}")

@@ -12,10 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-# Seconds on a CPU: 8 px digits, a narrow backbone, tiny heads, 64 images in 4 batches.
-TINY = ["--subset", "64", "--batch-size", "16", "--input-size", "8", "--proj-dim", "16", "--pred-hidden-dim", "8",
-        "--linear-epochs", "0", "--eval-every", "1", "--knn-k", "10", "--no-progress", "--no-baselines",
-        "--threads", "1", "--backbone-kwargs", "channels=(8,16,32,64)"]
+from conftest import NARROW_TINY as TINY
+
 
 
 def _weights(path: Path) -> dict:

@@ -26,9 +26,23 @@ def test_out_of_range_nan_and_empty_batches_are_refused(name: str, images: torch
         TRANSFORMS[name]()(images)
 
 
+def _views(name: str, images: torch.Tensor) -> list:
+    transform = TRANSFORMS[name]()
+    if name == "eval":  # deterministic
+        return [transform(images)]
+    views = transform(images, torch.Generator().manual_seed(0))
+    return list(views) if isinstance(views, (list, tuple)) else [views]
+
+
 @pytest.mark.parametrize("name", TRANSFORMS)
-def test_float_images_at_the_edges_of_the_unit_range_are_accepted(name: str) -> None:
-    images = torch.rand(2, 3, 8, 8)
-    images[0, 0, 0, 0], images[1, 2, 3, 4] = 0.0, 1.0
-    TRANSFORMS[name]()(images)
-    TRANSFORMS[name]()(images.double())
+def test_float_images_at_the_edges_of_the_unit_range_are_what_their_uint8_images_are(name: str) -> None:
+    # 0 and 1 are accepted, and a float image k / 255 gives the views of the uint8 image k (same random draws).
+    pixels = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    pixels[0, 0, 0, 0], pixels[1, 2, 3, 4] = 0, 255
+    expected = _views(name, pixels)
+    for images in (pixels / 255.0, pixels.double() / 255.0):
+        views = _views(name, images)
+        assert len(views) == len(expected)
+        for view, reference in zip(views, expected):
+            assert view.dtype == torch.float32 and view.std() > 0
+            torch.testing.assert_close(view, reference, rtol=0, atol=1e-5)

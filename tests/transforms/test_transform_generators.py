@@ -8,9 +8,9 @@ from typing import List
 
 import pytest
 import torch
-from lightly.utils import dist as lightly_dist
 from torch.utils.data import DataLoader, TensorDataset
 
+from fake_distributed import fake_world
 from lightly_siamese_ext.transforms import BatchedSimSiamTransform
 from lightly_siamese_ext.transforms._generators import stream_seed
 from lightly_siamese_ext.transforms.crop_flip import BatchedCropFlipTransform
@@ -61,7 +61,7 @@ def test_each_ddp_rank_draws_its_own_stream_the_rank_read_at_the_call(monkeypatc
     assert torch.equal(first, _first_view(make()(IMAGES, torch.Generator().manual_seed(0))))
     per_rank = {}
     for rank in (1, 2):
-        monkeypatch.setattr(lightly_dist, "rank", lambda rank=rank: rank)
+        fake_world(monkeypatch, 3, rank)
         per_rank[rank] = _first_view(transform(IMAGES))
         assert torch.equal(per_rank[rank], _first_view(make()(IMAGES)))  # reproducible per rank
     assert not torch.equal(first, per_rank[1]) and not torch.equal(first, per_rank[2])
