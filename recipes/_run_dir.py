@@ -46,7 +46,7 @@ def claim_run_dir(
     resumable: bool = True,
     run_files: Collection[str] = RUN_FILES,
     output_files: Collection[str] = OUTPUT_FILES,
-    check_resume: Optional[Callable[[Path], None]] = None,
+    check_resume: Optional[Callable[[Path], Tuple[Path, int]]] = None,
 ) -> Iterator[Path]:
     """The main process's hold on ``out_dir`` while the block runs the whole run (its ranks included): creates and
     locks the folder (:mod:`_run_lock`), removes the temporary files a killed run left, and then
@@ -57,16 +57,18 @@ def claim_run_dir(
       ``resumable``), ``--overwrite`` and a new ``--out-dir``; with ``overwrite`` its outputs are removed first.
 
     A recipe whose run keeps other files (simsiam_lightning.py's Lightning checkpoints) names them in ``run_files``
-    and ``output_files`` (glob patterns) and checks its own checkpoint with ``check_resume(out_dir)``. Every refusal
+    and ``output_files`` (glob patterns) and checks its own checkpoint with ``check_resume(out_dir)``, which returns
+    ``(checkpoint, epochs it finished)``: ``metrics.csv`` is then checked against those epochs alike. Every refusal
     comes before any work, as a one-line error; the lock is released however the block ends."""
     out_dir = create_run_dir(out_dir)
     with locked_run_dir(out_dir):
         remove_temporary_files(out_dir)
         if resume and check_resume is not None:
-            check_resume(out_dir)
+            checkpoint, epochs = check_resume(out_dir)
+            check_metrics_for_resume(out_dir, epochs, checkpoint)
         elif resume:
-            _, payload = check_run_dir(out_dir, True, run_args, may_change, needs=needs)
-            check_metrics_for_resume(out_dir, int(payload["epoch"]))  # type: ignore[index]
+            checkpoint, payload = check_run_dir(out_dir, True, run_args, may_change, needs=needs)
+            check_metrics_for_resume(out_dir, int(payload["epoch"]), checkpoint)  # type: ignore[index]
         elif overwrite:
             remove_run_outputs(out_dir, output_files)
         else:
@@ -139,23 +141,33 @@ def check_run_dir(
     checkpoint_path = create_run_dir(out_dir) / CHECKPOINT_NAME
     if not resume:
         return checkpoint_path, None
-    if not checkpoint_path.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}")
-    try:
-        payload = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for files that are not checkpoints
-        raise ValueError(f"--resume: {checkpoint_path} is not a readable checkpoint ({type(error).__name__})") \
-            from error
+    payload = read_checkpoint_to_resume(checkpoint_path, map_location)
     check_checkpoint(payload, checkpoint_path, run_args, may_change, needs)
     saved = payload["extra"].get("args", {}) if isinstance(payload.get("extra"), Mapping) else {}
-    changed = [name for name in (run_args or {}) if name not in may_change and name in saved
-               and saved[name] != run_args[name]]  # type: ignore[index]
-    if changed:
-        options = ", ".join(f"--{name.replace('_', '-')} {saved[name]} (now {run_args[name]})"  # type: ignore[index]
-                            for name in changed)
-        raise ValueError(f"--resume: {checkpoint_path} was trained with {options}; a resumed run keeps its training "
-                         "arguments (start a new run in another --out-dir to change them)")
+    refuse_changed_training_args(checkpoint_path, saved, run_args or {}, may_change)
     return checkpoint_path, payload
+
+
+def read_checkpoint_to_resume(path: Path, map_location: Union[str, torch.device, None] = "cpu") -> Any:
+    """The payload of the checkpoint ``path`` (``weights_only=True``); ``FileNotFoundError`` when there is none, a
+    ``ValueError`` naming it when it cannot be read as one."""
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for files that are not checkpoints
+        raise ValueError(f"--resume: {path} is not a readable checkpoint ({type(error).__name__})") from error
+
+
+def refuse_changed_training_args(path: Path, saved: Mapping[str, Any], run_args: Mapping[str, Any],
+                                 may_change: Collection[str]) -> None:
+    """``ValueError`` naming every argument of ``run_args`` that differs from the checkpoint's ``saved`` ones (except
+    those in ``may_change``): a resumed run only continues to the same result with the same arguments."""
+    changed = [name for name in run_args if name not in may_change and name in saved and saved[name] != run_args[name]]
+    if changed:
+        options = ", ".join(f"--{name.replace('_', '-')} {saved[name]} (now {run_args[name]})" for name in changed)
+        raise ValueError(f"--resume: {path} was trained with {options}; a resumed run keeps its training arguments "
+                         "(start a new run in another --out-dir to change them)")
 
 
 def check_checkpoint(payload: Any, path: Path, run_args: Optional[Mapping[str, Any]] = None,
@@ -277,25 +289,27 @@ def _check_optimizer_state_fits(optimizer: Optional[torch.optim.Optimizer]) -> N
 
 
 # ------------------------------------------------------------------------------------------- its metrics file
-def check_metrics_for_resume(out_dir: Path, epoch: int) -> None:
+def check_metrics_for_resume(out_dir: Path, epoch: int, checkpoint: Optional[Path] = None) -> None:
     """``ValueError`` naming ``metrics.csv`` when it is torn or corrupt, or its rows do not cover epochs 1 to
-    ``epoch`` (the checkpoint's) one by one: a resumed run would otherwise keep wrong or missing rows. A missing
-    file is only announced: moving a damaged one away is how a run continues without its rows."""
+    ``epoch`` (those of ``checkpoint``, default ``out_dir/last.pt``) one by one: a resumed run would otherwise keep
+    wrong or missing rows. A missing file is only announced: moving a damaged one away is how a run continues
+    without its rows."""
     path = out_dir / METRICS_NAME
+    checkpoint = out_dir / CHECKPOINT_NAME if checkpoint is None else checkpoint
     if not path.exists():
         if epoch > 0:
             print(f"warning: {path} is missing: the rows of epochs 1-{epoch} are lost; the run continues from "
-                  f"{out_dir / CHECKPOINT_NAME} (epoch {epoch})", flush=True)
+                  f"{checkpoint} (epoch {epoch})", flush=True)
         return
     try:
         rows = read_metrics_rows(path)
     except ValueError as error:
-        raise ValueError(f"--resume: {error}; {out_dir / CHECKPOINT_NAME} is intact: restore the file, or move it "
+        raise ValueError(f"--resume: {error}; {checkpoint} is intact: restore the file, or move it "
                          "away to continue without its rows") from error
     covered: List[int] = [int(row["epoch"]) for row in rows if int(row["epoch"]) <= epoch]
     if covered != list(range(1, epoch + 1)):
         raise ValueError(f"--resume: {path} has rows for epochs {_epoch_ranges(covered)} where "
-                         f"{out_dir / CHECKPOINT_NAME} has finished epochs 1-{epoch}: restore the file, or move it "
+                         f"{checkpoint} has finished epochs 1-{epoch}: restore the file, or move it "
                          "away to continue without its rows")
 
 

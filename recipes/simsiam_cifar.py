@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch import Tensor
+from torch.optim.lr_scheduler import LambdaLR
 
 import _cli
 import _common
@@ -218,6 +219,36 @@ def build_model(args: argparse.Namespace) -> lse.SimSiam:
                                             pred_hidden_dim=args.pred_hidden_dim)
 
 
+def build_augmentation(args: argparse.Namespace) -> lse.BatchedSimSiamTransform:
+    """The two views of SimSiam's augmentation with the arguments' strengths, made for whole batches on the device."""
+    return lse.BatchedSimSiamTransform(
+        input_size=args.input_size, min_scale=args.min_scale, cj_prob=args.cj_prob, cj_strength=args.cj_strength,
+        random_gray_scale=args.random_gray_scale, gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob,
+        normalize=NORMALIZE,
+    )
+
+
+def build_optimizer(model: lse.SimSiam, args: argparse.Namespace) -> Tuple[torch.optim.SGD, LambdaLR]:
+    """The paper's Appendix D: SGD with the lr scaled by the global batch (``base_lr * batch / 256``), cosine per
+    epoch (the predictor's group constant with --fix-predictor-lr)."""
+    optimizer = torch.optim.SGD(model.parameter_groups(args.fix_predictor_lr), lr=args.base_lr * args.batch_size / 256,
+                                momentum=args.momentum, weight_decay=args.weight_decay)
+    return optimizer, lse.epoch_cosine_scheduler(optimizer, args.epochs, warmup_epochs=args.warmup_epochs)
+
+
+def memory_format_for(args: argparse.Namespace, device: torch.device) -> torch.memory_format:
+    """--channels-last: on, off, or (auto) on for CUDA, where convolutions are faster in NHWC."""
+    on = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
+    return torch.channels_last if on else torch.contiguous_format
+
+
+def warn_if_collapsed(collapse: lse.CollapseMonitor, epoch: int) -> None:
+    if collapse.is_collapsed:
+        print(f"WARNING: representations look collapsed at epoch {epoch + 1}: std of the normalised projections is "
+              f"{collapse.compute():.4f}, {collapse.ratio:.2f} of the healthy 1/sqrt(d). Check the learning rate, the "
+              "predictor and the augmentation.", flush=True)
+
+
 # ------------------------------------------------------------------------------------------------ training
 def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTestSplit) -> None:
     """One process of the run: rank ``rank`` of ``world_size`` (``launch`` starts them)."""
@@ -229,8 +260,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
     if args.threads:
         torch.set_num_threads(args.threads)
     amp_dtype = _common.amp_dtype_for(args, device)
-    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = memory_format_for(args, device)
     is_main = rank == 0
 
     # Model, optimizer and schedule: the paper's Appendix D (lr scaled with the batch, cosine per epoch).
@@ -239,9 +269,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
     if args.sync_bn and world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameter_groups(args.fix_predictor_lr), lr=args.base_lr * args.batch_size / 256,
-                                momentum=args.momentum, weight_decay=args.weight_decay)
-    scheduler = lse.epoch_cosine_scheduler(optimizer, args.epochs, warmup_epochs=args.warmup_epochs)
+    optimizer, scheduler = build_optimizer(model, args)
     checkpoint_path, start_epoch = _run_dir.prepare_run_dir(
         args.out_dir, args.resume, _cli.checkpointable_args(args), MAY_CHANGE, model=model, optimizer=optimizer,
         scheduler=scheduler, map_location=device)
@@ -252,11 +280,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
         train_model = torch.compile(train_model)  # type: ignore[assignment]
 
     # Data: the uint8 images stay on the device, each rank gets its share, batches are augmented there.
-    augment = lse.BatchedSimSiamTransform(
-        input_size=args.input_size, min_scale=args.min_scale, cj_prob=args.cj_prob, cj_strength=args.cj_strength,
-        random_gray_scale=args.random_gray_scale, gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob,
-        normalize=NORMALIZE,
-    )
+    augment = build_augmentation(args)
     if args.pipeline == "stream":  # the images stay where they are; workers decode each batch
         loader = streaming_loader(splits.train, args.batch_size // world_size, shuffle=True, drop_last=True,
                                   seed=args.seed, num_replicas=world_size, rank=rank,
@@ -329,10 +353,7 @@ def train(rank: int, world_size: int, args: argparse.Namespace, splits: TrainTes
             metrics.plot(args.out_dir / "metrics.png", ["loss", "knn_top1", "collapse_std"],
                          title=f"SimSiam {args.backbone}")
             progress(epoch, row)
-            if collapse.is_collapsed:
-                print(f"WARNING: representations look collapsed at epoch {epoch + 1}: std of the normalised "
-                      f"projections is {collapse_std:.4f}, {collapse.ratio:.2f} of the healthy 1/sqrt(d). "
-                      "Check the learning rate, the predictor and the augmentation.", flush=True)
+            warn_if_collapsed(collapse, epoch)
         if world_size > 1:
             dist.barrier()
         if _common.stop_requested(args, epoch):

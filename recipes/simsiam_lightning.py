@@ -22,7 +22,8 @@ this file shows what Lightning does with them:
 - EpochMonitor (a Callback): per epoch, the loss, the collapse monitor, the kNN accuracy on held-out data every
   --eval-every epochs (lse.knn_accuracy, rank 0) and a check that the ranks trained on disjoint images, as one
   row of metrics.csv.
-- Checkpoints and --resume are Lightning's: ModelCheckpoint(save_last=True) writes last.ckpt every epoch and
+- Checkpoints and --resume are Lightning's: ModelCheckpoint(save_last=True, save_top_k=0) writes last.ckpt every
+  epoch (once: no per-epoch copy beside it, there is no metric to rank epochs by) and
   --resume continues from it with trainer.fit(ckpt_path=...), restoring the weights, optimizer, schedule and
   loops; the data order and the augmentation of an epoch depend only on (--seed, epoch, rank), so a resumed run
   trains exactly as an uninterrupted one.
@@ -35,7 +36,7 @@ Pipelines: "batched" (default) keeps the training images on each rank's device; 
 decode them (an ImageFolder is read from its files; for data too large to keep resident) and moves each uint8
 batch to the device, where the same batched augmentation runs.
 
-Outputs in --out-dir: metrics.csv, metrics.png, last.ckpt (and the epoch's checkpoint beside it), model.pt (the
+Outputs in --out-dir: metrics.csv, metrics.png, last.ckpt, model.pt (the
 trained SimSiam in simsiam_cifar.py's checkpoint format: linear_eval.py --checkpoint reads it), summary.json.
 """
 
@@ -67,8 +68,8 @@ from lightly_siamese_ext.training import MetricsLog, ranks_agree, save_checkpoin
 
 PAPER, SMOKE, NORMALIZE = simsiam_cifar.PAPER, simsiam_cifar.SMOKE, simsiam_cifar.NORMALIZE
 CHECKPOINT_NAME = "last.ckpt"
-# What marks --out-dir as holding a run of this recipe, and what --overwrite removes (Lightning's per-epoch
-# checkpoints beside last.ckpt included).
+# What marks --out-dir as holding a run of this recipe, and what --overwrite removes (any other Lightning checkpoint
+# in it too: a Trainer with save_top_k left on, or a user's copy, would be resumed from by no one).
 RUN_FILES = (CHECKPOINT_NAME, "*.ckpt", "model.pt", _run_dir.METRICS_NAME, _run_dir.SUMMARY_NAME)
 OUTPUT_FILES = (_run_dir.SUMMARY_NAME, "metrics.png", _run_dir.METRICS_NAME, "model.pt", "*.ckpt")
 # What a --resume may change: how and where the run executes and what it evaluates, not what it trains.
@@ -125,19 +126,17 @@ class SimSiamModule(pl.LightningModule):
         self.args = args
         torch.manual_seed(args.seed)  # simsiam_cifar.py's initial weights
         self.model = simsiam_cifar.build_model(args)
-        self.augment = lse.BatchedSimSiamTransform(
-            input_size=args.input_size, min_scale=args.min_scale, cj_prob=args.cj_prob,
-            cj_strength=args.cj_strength, random_gray_scale=args.random_gray_scale,
-            gaussian_blur=args.gaussian_blur, hf_prob=args.hf_prob, normalize=NORMALIZE,
-        )
+        self.augment = simsiam_cifar.build_augmentation(args)
         self.views_generator: Optional[torch.Generator] = None
         self.ranks_agree: Optional[bool] = None
 
     def memory_format(self) -> torch.memory_format:
-        on = self.args.channels_last == "on" or (self.args.channels_last == "auto" and self.device.type == "cuda")
-        return torch.channels_last if on else torch.contiguous_format
+        # Where it trains, also before the model is moved there.
+        return simsiam_cifar.memory_format_for(self.args, self.trainer.strategy.root_device)
 
-    def on_fit_start(self) -> None:
+    def setup(self, stage: str) -> None:
+        # Before Lightning wraps the model in DDP: its gradient buckets take the parameters' layout as they are then
+        # (converted later, every step would copy the gradients into buckets of the old strides).
         self.model.to(memory_format=self.memory_format())
 
     def on_train_epoch_start(self) -> None:
@@ -163,11 +162,7 @@ class SimSiamModule(pl.LightningModule):
         return {"loss": loss, "z0": out.z0.detach(), "ids": ids}
 
     def configure_optimizers(self) -> Dict[str, Any]:
-        # The paper's Appendix D: lr scaled with the global batch, cosine per epoch (fix_lr groups stay constant).
-        optimizer = torch.optim.SGD(self.model.parameter_groups(self.args.fix_predictor_lr),
-                                    lr=self.args.base_lr * self.args.batch_size / 256, momentum=self.args.momentum,
-                                    weight_decay=self.args.weight_decay)
-        scheduler = lse.epoch_cosine_scheduler(optimizer, self.args.epochs, warmup_epochs=self.args.warmup_epochs)
+        optimizer, scheduler = simsiam_cifar.build_optimizer(self.model, self.args)  # the paper's SGD and cosine
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_train_end(self) -> None:
@@ -232,6 +227,11 @@ class EpochMonitor(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.collapse = lse.CollapseMonitor(gather_distributed=trainer.world_size > 1)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After Lightning restored epochs_done from the checkpoint: a resumed run drops the rows it does not cover.
+        if self.metrics is not None:
+            self.metrics.truncate(self.epochs_done)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this epoch trains at
         self.loss_sum: Any = torch.zeros((), device=pl_module.device)
@@ -283,10 +283,7 @@ class EpochMonitor(pl.Callback):
                 knn = f" knn {knn_top1:.3f}" if knn_top1 is not None else ""
                 print(f"epoch {epoch + 1}/{self.args.epochs} loss {loss:+.4f} std {collapse_std:.4f}{knn} "
                       f"{images_per_s:.0f} img/s", flush=True)
-            if self.collapse.is_collapsed:
-                print(f"WARNING: representations look collapsed at epoch {epoch + 1}: std of the normalised "
-                      f"projections is {collapse_std:.4f}, {self.collapse.ratio:.2f} of the healthy 1/sqrt(d). "
-                      "Check the learning rate, the predictor and the augmentation.", flush=True)
+            simsiam_cifar.warn_if_collapsed(self.collapse, epoch)
             if self.shards["overlap"]:
                 print(f"WARNING: at epoch {epoch + 1}, {self.shards['overlap']} images were trained on by more than "
                       "one rank: the ranks' shares of the data are not disjoint.", flush=True)
@@ -299,20 +296,13 @@ def shard_check(trainer: pl.Trainer, pl_module: pl.LightningModule, ids: Tensor,
     generator = pl_module.views_generator
     ids = ids.to(pl_module.device, torch.long)
     seed = torch.tensor([generator.initial_seed() if generator is not None else -1], device=pl_module.device)
-    gathered, seeds = gather_equal(ids, trainer.world_size), gather_equal(seed, trainer.world_size)
+    # (world size, N): every rank has the same N (drop_last); on one device all_gather returns the tensor itself.
+    gathered = pl_module.all_gather(ids).reshape(trainer.world_size, -1).cpu()
+    seeds = pl_module.all_gather(seed).reshape(trainer.world_size).cpu()
     ranks = [{"rank": rank, "images": len(part),
               "sha256": hashlib.sha256(part.sort().values.numpy().tobytes()).hexdigest(),
               "augmentation_seed": int(seeds[rank])} for rank, part in enumerate(gathered)]
     return {"epoch": epoch + 1, "ranks": ranks, "overlap": int(gathered.numel() - gathered.unique().numel())}
-
-
-def gather_equal(tensor: Tensor, world_size: int) -> Tensor:
-    """(world_size, N) on the CPU: ``tensor`` (N,) of every rank (the same N on all: drop_last)."""
-    if world_size == 1:
-        return tensor[None].cpu()
-    parts = [torch.empty_like(tensor) for _ in range(world_size)]
-    torch.distributed.all_gather(parts, tensor)
-    return torch.stack(parts).cpu()
 
 
 # ---------------------------------------------------------------------------------------------- the Trainer
@@ -321,14 +311,13 @@ def build_trainer(args: argparse.Namespace, monitor: EpochMonitor) -> pl.Trainer
     from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 
-    devices: Union[int, str] = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices
     cuda = args.accelerator in ("gpu", "cuda") or (args.accelerator == "auto" and torch.cuda.is_available())
     precision = PRECISION[args.precision] if args.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
     stop = args.stop_after_epoch if args.stop_after_epoch is not None and args.stop_after_epoch < args.epochs else None
-    checkpoint = ModelCheckpoint(dirpath=args.out_dir, save_last=True, enable_version_counter=False)
+    checkpoint = ModelCheckpoint(dirpath=args.out_dir, save_last=True, save_top_k=0, enable_version_counter=False)
     try:
         trainer = pl.Trainer(
-            max_epochs=stop or args.epochs, accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes,
+            max_epochs=stop or args.epochs, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
             strategy=args.strategy, precision=precision, sync_batchnorm=args.sync_bn,
             use_distributed_sampler=False,  # SimSiamData shards itself, with simsiam_cifar.py's order
             callbacks=[monitor, checkpoint], logger=False, default_root_dir=args.out_dir,
@@ -369,22 +358,12 @@ def checkpoint_to_resume(args: argparse.Namespace) -> Tuple[Path, int]:
     other training arguments, is an error: a resumed run only continues to the same result with the same
     arguments."""
     path = args.out_dir / CHECKPOINT_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for files that are not checkpoints
-        raise ValueError(f"--resume: {path} is not a readable checkpoint ({type(error).__name__})") from error
+    payload = _run_dir.read_checkpoint_to_resume(path)
     saved = payload.get("hyper_parameters") if isinstance(payload, dict) else None
     monitor = payload.get("callbacks", {}).get(EpochMonitor.__qualname__) if isinstance(saved, dict) else None
     if not isinstance(saved, dict) or not isinstance(monitor, dict) or "state_dict" not in payload:
         raise ValueError(f"--resume: {path} is not a checkpoint of simsiam_lightning.py")
-    now = _cli.checkpointable_args(args)
-    changed = [name for name in now if name not in MAY_CHANGE and name in saved and saved[name] != now[name]]
-    if changed:
-        options = ", ".join(f"--{name.replace('_', '-')} {saved[name]} (now {now[name]})" for name in changed)
-        raise ValueError(f"--resume: {path} was trained with {options}; a resumed run keeps its training arguments "
-                         "(start a new run in another --out-dir to change them)")
+    _run_dir.refuse_changed_training_args(path, saved, _cli.checkpointable_args(args), MAY_CHANGE)
     return path, int(monitor["epochs_done"])
 
 
@@ -421,15 +400,10 @@ def run(args: argparse.Namespace) -> None:
     # SLURM); the other ranks start inside fit(), after rank 0 passed these checks and locked the folder.
     with contextlib.ExitStack() as held:
         if trainer.is_global_zero:
-            resumed = {"epochs": 0}
-
-            def check_resume(_: Path) -> None:
-                resumed["epochs"] = checkpoint_to_resume(args)[1]
-
             held.enter_context(_run_dir.claim_run_dir(args.out_dir, args.resume, args.overwrite, run_files=RUN_FILES,
-                                                      output_files=OUTPUT_FILES, check_resume=check_resume))
+                                                      output_files=OUTPUT_FILES,
+                                                      check_resume=lambda _: checkpoint_to_resume(args)))
             monitor.metrics = MetricsLog(args.out_dir / _run_dir.METRICS_NAME)
-            monitor.metrics.truncate(resumed["epochs"])  # a resumed run drops the rows its checkpoint does not cover
         # Every rank resumes from the checkpoint rank 0 has checked (Lightning does not pass ckpt_path on).
         checkpoint = args.out_dir / CHECKPOINT_NAME if args.resume else None
         say(f"data: {splits.description}: {len(splits.train.labels)} training / {len(splits.test.labels)} "

@@ -13,12 +13,9 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from conftest import RECIPES, one_line_error
+from conftest import NARROW_TINY, RECIPES, one_line_error
 
-# Seconds on a CPU: 8 px digits, a narrow backbone, tiny heads, 64 images in 4 batches.
-TINY = ["--subset", "64", "--batch-size", "16", "--input-size", "8", "--proj-dim", "16", "--pred-hidden-dim", "8",
-        "--linear-epochs", "0", "--eval-every", "1", "--knn-k", "10", "--no-progress", "--no-baselines",
-        "--threads", "1", "--backbone-kwargs", "channels=(8,16,32,64)"]
+TINY = NARROW_TINY
 ON_CPU = ["--accelerator", "cpu", "--devices", "1"]
 
 
@@ -78,9 +75,11 @@ def test_kill_and_resume_gives_the_same_weights_as_a_straight_run(lightning_reci
     assert lightning_recipe.main([*common, "--out-dir", str(resumed)]) == 2
     error = capsys.readouterr().err
     assert "holds a run" in error and "--resume" in error and "--overwrite" in error
-    # --overwrite replaces it: Lightning's per-epoch checkpoints of the old run go too (no last-v1.ckpt beside).
+    # --overwrite replaces it: other Lightning checkpoints in the folder go too (no last-v1.ckpt beside), and each
+    # epoch is written once, as last.ckpt.
+    (resumed / "epoch=2-step=12.ckpt").write_bytes((resumed / "last.ckpt").read_bytes())
     assert lightning_recipe.main([*common, "--epochs", "1", "--overwrite", "--out-dir", str(resumed)]) == 0
-    assert sorted(p.name for p in resumed.glob("*.ckpt")) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in resumed.glob("*.ckpt")) == ["last.ckpt"]
     assert len(_rows(resumed)) == 1
 
 
@@ -98,7 +97,9 @@ def test_model_pt_is_read_by_linear_eval(lightning_recipe, linear_eval_recipe, t
     assert lightning_recipe.main([*TINY, *ON_CPU, "--epochs", "1", "--out-dir", str(out)]) == 0
     assert linear_eval_recipe.main(["--checkpoint", str(out / "model.pt"), "--epochs", "1", "--threads", "1",
                                     "--no-progress", "--out-dir", str(tmp_path / "linear")]) == 0
-    assert "linear" in json.loads((tmp_path / "linear" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "linear" / "summary.json").read_text())
+    assert summary["checkpoint"] == str(out / "model.pt") and summary["pretrain_epochs"] == 1
+    assert 0.0 <= summary["linear"]["top1"] <= 1.0
 
 
 @pytest.mark.parametrize(
@@ -162,15 +163,18 @@ def _digest(ids: set) -> str:
 @pytest.mark.slow
 def test_two_gloo_processes_train_on_disjoint_shares_also_when_resumed(tmp_path) -> None:
     out = tmp_path / "ddp"
-    ddp = [*TINY, "--epochs", "2", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out-dir", str(out)]
+    ddp = [*TINY, "--epochs", "2", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--channels-last", "on",
+           "--out-dir", str(out)]
     stopped = _script(*ddp, "--stop-after-epoch", "1")
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     # Every rank continues from the checkpoint (Lightning does not pass ckpt_path from rank 0 to the others: a
     # rank 1 that started again at epoch 0 trained on rank 0's images and ran an epoch more).
     result = _script(*ddp, "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
-    # The logged epoch loss is reduced over the ranks (Lightning warns of an epoch-level value that is not).
+    # The logged epoch loss is reduced over the ranks (Lightning warns of an epoch-level value that is not), and the
+    # model is channels_last before DDP builds its gradient buckets (torch warns of every parameter it was not).
     assert "sync_dist" not in stopped.stderr + result.stderr
+    assert "Grad strides do not match bucket view strides" not in stopped.stderr + result.stderr
     assert "global batch 16 = 2 device(s) x 8 images per step" in result.stdout
     assert result.stdout.count("!! EMBEDDED scikit-learn digits") == 1  # said by rank 0 only
     assert "data shards (epoch 2): rank 0 32 images, rank 1 32 images, disjoint" in result.stdout
@@ -258,3 +262,28 @@ def test_overwrite_replaces_a_run_whose_metrics_are_torn(lightning_recipe, tmp_p
     (tmp_path / "metrics.csv").write_text((tmp_path / "metrics.csv").read_text() + "2,0.5")  # torn: no line end
     assert lightning_recipe.main([*TINY, *ON_CPU, "--epochs", "1", "--overwrite", "--out-dir", str(tmp_path)]) == 0
     assert [row["epoch"] for row in _rows(tmp_path)] == ["1"]
+
+
+def test_resume_refuses_metrics_that_miss_an_epoch_of_the_checkpoint(lightning_recipe, tmp_path, capsys) -> None:
+    # As simsiam_cifar.py: a resumed run would keep a metrics.csv without epoch 1's row, silently.
+    common = [*TINY, *ON_CPU, "--epochs", "3", "--out-dir", str(tmp_path)]
+    assert lightning_recipe.main([*common, "--stop-after-epoch", "2"]) == 0
+    lines = (tmp_path / "metrics.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "metrics.csv").write_text(lines[0] + "".join(lines[2:]))  # header, epoch 2
+    assert lightning_recipe.main([*common, "--resume"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "metrics.csv has rows for epochs 2 where" in line and "last.ckpt has finished epochs 1-2" in line, line
+    assert [row["epoch"] for row in _rows(tmp_path)] == ["2"]  # left as it was
+
+
+def test_resume_drops_the_rows_of_epochs_its_checkpoint_does_not_cover(lightning_recipe, tmp_path) -> None:
+    # A run killed after writing epoch 3's row but before its checkpoint: the resumed run trains epoch 3 again.
+    common = [*TINY, *ON_CPU, "--epochs", "3", "--out-dir", str(tmp_path)]
+    assert lightning_recipe.main([*common, "--stop-after-epoch", "2"]) == 0
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text(metrics.read_text() + metrics.read_text().splitlines(keepends=True)[-1].replace("2,", "3,", 1))
+    assert [row["epoch"] for row in _rows(tmp_path)] == ["1", "2", "3"]
+    assert lightning_recipe.main([*common, "--resume"]) == 0
+    assert [row["epoch"] for row in _rows(tmp_path)] == ["1", "2", "3"]
+    rows = _rows(tmp_path)
+    assert rows[2]["loss"] != rows[1]["loss"]  # epoch 3's own row, not the copy of epoch 2's

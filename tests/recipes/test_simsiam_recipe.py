@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import lightly_siamese_ext as lse
+
 from conftest import RECIPES, SIMSIAM_TINY, one_line_error
 
 # A configuration that runs in seconds on a CPU: 8px digits, a narrow head, a small subset.
@@ -203,3 +205,16 @@ def test_a_cpu_run_on_a_gpu_machine_launches_gloo_ranks(simsiam_recipe, tmp_path
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert simsiam_recipe.main([*TINY, "--epochs", "1", "--device", "cpu", "--out-dir", str(tmp_path)]) == 0
     assert seen == {"backend": "gloo"}
+
+
+def test_the_collapse_warning_names_the_epoch_and_the_std_and_only_fires_on_collapse(simsiam_recipe, capsys) -> None:
+    monitor = lse.CollapseMonitor()
+    monitor.update(torch.ones(64, 32) + 1e-4 * torch.randn(64, 32))  # every output the same direction
+    simsiam_recipe.warn_if_collapsed(monitor, epoch=4)
+    line = capsys.readouterr().out
+    assert line.startswith("WARNING: representations look collapsed at epoch 5: std of the normalised projections "
+                           f"is {monitor.compute():.4f}, {monitor.ratio:.2f} of the healthy"), line
+    healthy = lse.CollapseMonitor()
+    healthy.update(torch.randn(512, 32))
+    simsiam_recipe.warn_if_collapsed(healthy, epoch=0)
+    assert capsys.readouterr().out == ""
