@@ -15,9 +15,10 @@ Convention for every benchmark file (one file per area)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import torch
 
@@ -39,6 +40,19 @@ class BenchRow:
 
 
 ROWS: List[BenchRow] = []
+
+
+@contextlib.contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[int]:
+    """``torch.set_num_threads(count)`` for a block, restored after; yields the count in force (None: torch's
+    current setting)."""
+    saved = torch.get_num_threads()
+    count = count or saved
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(saved)
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, List
 import numpy as np
 import pytest
 import torch
-from _bench import run_benchmark
+from _bench import run_benchmark, torch_threads
 from _data import cifar_images, tiled
 from lightly.transforms import SimSiamTransform
 from torch.utils.data import DataLoader
@@ -77,30 +77,22 @@ def test_augmentation_cpu(benchmark, cifar_sample: np.ndarray, impl: str) -> Non
     if impl == "reference":
         _run_reference(benchmark, images, CASE_CPU)
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(CORES)
-    try:
+    with torch_threads(CORES):
         transform = BatchedSimSiamTransform(input_size=32, gaussian_blur=0.0)
         tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
         run_benchmark(benchmark, _batched(tensor, transform), area=AREA, case=CASE_CPU, impl=impl,
                       items=len(images), unit="img/s", device="cpu", reference=REFERENCE, rounds=5,
                       torch_threads=CORES)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_augmentation_cpu_one_thread(benchmark, cifar_sample: np.ndarray) -> None:
     images = cifar_sample[:SMOKE_IMAGES] if benchmark.disabled else cifar_sample
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         transform = BatchedSimSiamTransform(input_size=32, gaussian_blur=0.0)
         tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
         run_benchmark(benchmark, _batched(tensor, transform), area=AREA, case=f"cpu, 1 thread, B={BATCH}, 32x32",
                       impl="ours", items=len(images), unit="img/s", device="cpu", reference=REFERENCE, rounds=5,
                       compare_to=CASE_CPU, torch_threads=1)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def host_reference_images(cores: int) -> int:

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List
 
 import pytest
 import torch
-from _bench import run_benchmark
+from _bench import run_benchmark, torch_threads
 from _data import cifar_images
 
 from lightly_siamese_ext import CIFAR10_NORMALIZE
@@ -56,22 +56,6 @@ def cifar_uint8(request: pytest.FixtureRequest) -> torch.Tensor:
     """(2560, 3, 32, 32) uint8, contiguous NCHW: the images test_augmentation.py uses (256 in the smoke run)."""
     count = SMOKE_IMAGES if request.config.getoption("benchmark_disable") else CPU_IMAGES
     return torch.from_numpy(cifar_images(count)).permute(0, 3, 1, 2).contiguous()
-
-
-class _threads:
-    """``torch.set_num_threads`` for a block, restored after; None keeps torch's default (the cores, or
-    ``OMP_NUM_THREADS`` when set)."""
-
-    def __init__(self, count: int | None) -> None:
-        self.count = count or DEFAULT_THREADS
-
-    def __enter__(self) -> int:
-        self.saved = torch.get_num_threads()
-        torch.set_num_threads(self.count)
-        return self.count
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.saved)
 
 
 def _ours_transform() -> BatchedSimSiamTransform:
@@ -123,10 +107,11 @@ def _kornia_reference_name(mode: str) -> str:
 @pytest.mark.parametrize("threads", list(THREADS))
 def test_augmentation_vs_kornia_cpu(benchmark, cifar_uint8: torch.Tensor, threads: str, mode: str,
                                     impl: str) -> None:
-    images = cifar_uint8[:SMOKE_IMAGES] if benchmark.disabled else cifar_uint8
+    images = cifar_uint8  # the fixture holds the smoke run's 256 under --benchmark-disable
     torch.manual_seed(0)  # Kornia draws from the global generator
     augment = _ours_transform() if impl == "ours" else _kornia_views(_kornia_pipeline(mode))
-    with _threads(THREADS[threads]) as count:
+    # None: torch's default at import (the cores, or OMP_NUM_THREADS when set), whatever an earlier test left.
+    with torch_threads(THREADS[threads] or DEFAULT_THREADS) as count:
         run_benchmark(benchmark, _over_batches(images, augment), area=AUG_AREA,
                       case=f"cpu {threads} ({count}), {len(images)} img, B={BATCH}, vs kornia {mode}", impl=impl,
                       items=len(images), unit="img/s", device="cpu", reference=_kornia_reference_name(mode),

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable
 import numpy as np
 import pytest
 import torch
-from _bench import run_benchmark
+from _bench import run_benchmark, torch_threads
 from _data import CIFAR10_ARCHIVES
 from lightly.data import LightlyDataset
 from lightly.transforms import SimSiamTransform
@@ -134,15 +134,6 @@ def reference_epoch(folder: Path, device: torch.device, workers: int) -> Callabl
     return epoch
 
 
-def _with_threads(threads: int, fn: Callable[[], None]) -> None:
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        fn()
-    finally:
-        torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------------------------------- CPU
 CASE_CPU = f"cpu, {CORES} cores, {CPU_IMAGES} JPEGs, B={BATCH}, 32x32"
 
@@ -155,23 +146,24 @@ def test_views_from_folder_cpu(benchmark, jpeg_folder: Callable[[int], Path], im
         run_benchmark(benchmark, reference_epoch(folder, cpu, workers), area=AREA, case=CASE_CPU, impl="reference",
                       items=images, unit="img/s", device=cpu, reference=REFERENCE, rounds=3, workers=workers)
         return
-    _with_threads(CORES, lambda: run_benchmark(
-        benchmark, stream_epoch(folder, cpu, workers), area=AREA, case=CASE_CPU, impl="ours", items=images,
-        unit="img/s", device=cpu, reference=REFERENCE, rounds=3, pipeline="stream", workers=workers,
-        torch_threads=CORES))
+    with torch_threads(CORES):
+        run_benchmark(benchmark, stream_epoch(folder, cpu, workers), area=AREA, case=CASE_CPU, impl="ours",
+                      items=images, unit="img/s", device=cpu, reference=REFERENCE, rounds=3, pipeline="stream",
+                      workers=workers, torch_threads=CORES)
 
 
 def test_views_resident_cpu(benchmark, jpeg_folder: Callable[[int], Path]) -> None:
     images, cpu = _images(benchmark), torch.device("cpu")
     folder = jpeg_folder(images)
-    _with_threads(CORES, lambda: run_benchmark(
-        benchmark, resident_epoch(folder, cpu), area=AREA, case=f"cpu resident, {CORES} threads, B={BATCH}, 32x32",
-        impl="ours", items=images, unit="img/s", device=cpu, reference=REFERENCE, rounds=3, compare_to=CASE_CPU,
-        pipeline="batched", torch_threads=CORES))
+    with torch_threads(CORES):
+        run_benchmark(benchmark, resident_epoch(folder, cpu), area=AREA,
+                      case=f"cpu resident, {CORES} threads, B={BATCH}, 32x32", impl="ours", items=images,
+                      unit="img/s", device=cpu, reference=REFERENCE, rounds=3, compare_to=CASE_CPU,
+                      pipeline="batched", torch_threads=CORES)
 
 
 # --------------------------------------------------------------------------------------------------- GPU
-GPU_IMAGES = 50_000  # tiled from the archive's files by name: a CIFAR-10-size epoch
+GPU_IMAGES = 50_000  # the archive's 50,000 JPEGs (all of CIFAR-10's training split): a CIFAR-10-size epoch
 CASE_HOST = f"GPU machine's cpu, {CORES} cores, JPEGs, B={BATCH}, 32x32"
 
 
